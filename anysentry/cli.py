@@ -1,0 +1,35 @@
+"""The `anysentry` command: one entry point, one sub-command per runtime role (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# sub-command → (module with `add_arguments(parser)` and `run(args) -> int`, help)
+COMMANDS = {
+    "judge": ("anysentry.judge.command", "judge observer NDJSON from stdin, one decision line per event"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anysentry", description="Security observability and intervention plane for AI agents.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_module", None):
+        parser.print_help()
+        return 2
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Producer formats → the canonical, redacted event `anysentry.agent_event.v1`."""

@@ -1,0 +1,129 @@
+"""Redaction (SPEC §5): free-text value patterns and key-aware attribute redaction with limits.
+
+Everything that leaves `anysentry.events` has passed through here: nothing unredacted is stored,
+returned, exported, audited or sent to a webhook."""
+
+from __future__ import annotations
+
+import math
+import re
+from functools import lru_cache
+
+import orjson
+
+REDACTED = "[redacted]"
+
+_VALUE_END = r"""[^"'\s,}&]+"""
+_BEARER = re.compile(r"""(?i)(authorization["']?\s*[:=]\s*["']?\s*(?:bearer|basic|token)\s+)""" + _VALUE_END)
+# a key that is, or ends with, one of the secret words (GITHUB_TOKEN, x-api-key, --password, "secret")
+_ASSIGNMENT = re.compile(
+    r"""(?i)((?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_.-])*"""
+    r"""(?:authorization|api[_-]?key|access[_-]token|refresh[_-]token|id[_-]token|token|secret|password|passwd|credential)"""
+    r"""["']?\s*[:=]\s*["']?)(?!\[redacted\]|(?:bearer|basic|token)\s+\[redacted\])""" + _VALUE_END
+)
+_SK_KEY = re.compile(r"sk-[A-Za-z0-9_-]{12,}")
+_MARKERS = ("author", "key", "token", "secret", "passw", "passwd", "credential", "sk-")
+
+
+def redact_text(text: str) -> str:
+    """Apply the three value substitutions of §5.1 in order; cheap when nothing can match."""
+    if not text:
+        return text
+    lowered = text.lower()
+    if not any(m in lowered for m in _MARKERS):
+        return text
+    text = _BEARER.sub(r"\1" + REDACTED, text)
+    text = _ASSIGNMENT.sub(r"\1" + REDACTED, text)
+    return _SK_KEY.sub("sk-" + REDACTED, text)
+
+
+_SENSITIVE_WORDS = (
+    "authorization", "api_key", "apikey", "access_token", "accesstoken", "refresh_token",
+    "refreshtoken", "id_token", "idtoken", "token", "secret", "password", "passwd",
+    "credential", "credentials",
+)
+_COUNTER_WORDS = ("token_count", "prompt_tokens", "completion_tokens", "total_tokens", "input_tokens", "output_tokens")
+_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
+@lru_cache(maxsize=8192)
+def is_sensitive_key(key: str) -> bool:
+    """§5.2: a `_`-delimited segment run names a secret, and no segment run names a token counter."""
+    padded = "_" + _NON_ALNUM.sub("_", key.lower()).strip("_") + "_"
+    if not any(f"_{w}_" in padded for w in _SENSITIVE_WORDS):
+        return False
+    return not any(f"_{w}_" in padded for w in _COUNTER_WORDS)
+
+
+def clean_value(value: object, max_len: int) -> str | int | float | bool | None:
+    """One attribute value: finite numbers and booleans kept, strings redacted and cut,
+    nested values flattened to compact JSON text first, None dropped."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)[:max_len]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if not isinstance(value, str):
+        try:
+            value = orjson.dumps(value, default=str).decode()
+        except (TypeError, orjson.JSONEncodeError):
+            value = str(value)
+    return redact_text(value)[:max_len]
+
+
+def sanitize_attributes(
+    attrs: object, *, max_keys: int = 120, max_value: int = 240, max_key: int = 80
+) -> dict[str, str | int | float | bool]:
+    """§5.3 limits plus key-aware redaction for a producer-supplied attribute map."""
+    out: dict[str, str | int | float | bool] = {}
+    if not isinstance(attrs, dict):
+        return out
+    for raw_key, value in attrs.items():
+        if len(out) >= max_keys:
+            break
+        key = str(raw_key)[:max_key]
+        if not key:
+            continue
+        if is_sensitive_key(key):
+            out[key] = REDACTED
+            continue
+        cleaned = clean_value(value, max_value)
+        if cleaned is not None:
+            out[key] = cleaned
+    return out
+
+
+_DETAIL_KEY = re.compile(r"(?i)api[-_]?key|token|secret|password|passwd|credential|authorization|cookie|private[-_]?key")
+
+
+def redact_details(value: object, depth: int = 0) -> object:
+    """Audit `details` (§5.3): secret-looking keys hidden, depth/size bounded, text redacted."""
+    if isinstance(value, dict):
+        if depth >= 4:
+            return "[truncated]"
+        out = {}
+        for k, v in list(value.items())[:80]:
+            key = str(k)
+            out[key] = REDACTED if _DETAIL_KEY.search(key) else redact_details(v, depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        if depth >= 4:
+            return "[truncated]"
+        return [redact_details(v, depth + 1) for v in list(value)[:50]]
+    if isinstance(value, str):
+        return redact_text(value)[:1000]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def bounded_details(details: object, limit: int = 12000) -> object:
+    """Redacted details, or `{truncated: true, preview}` when the JSON exceeds `limit` chars."""
+    cleaned = redact_details(details if details is not None else {})
+    text = orjson.dumps(cleaned, default=str).decode()
+    if len(text) <= limit:
+        return cleaned
+    return {"truncated": True, "preview": text[: limit - 200]}
