@@ -112,3 +112,15 @@ class SourceContext:
     sourceId: str = ""
     workspacePath: str = ""
     collectorId: str = ""
+
+
+@dataclass(slots=True)
+class ParsedBody:
+    """A producer request split into request-level fields and per-event items.
+
+    `request` holds source credentials and defaults (sourceId, sourceName, sourceType, token,
+    collectorId, nodeName, workspacePath, ...); `items` are /ingest items for `observer.normalize`
+    or `Rejection`s (with their index), in input order."""
+
+    request: dict = field(default_factory=dict)
+    items: list = field(default_factory=list)
