@@ -1,0 +1,123 @@
+"""The aiohttp application: middleware, the shared services, lifecycle and route registration.
+
+Route modules (ingest, sources, collectors, queries, config, health, ...) each expose
+`ROUTES: list[aiohttp.web.RouteDef]` with plain handler functions that read `request.app[SERVICES]`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from anysentry.api.auth import ManagementAuth
+from anysentry.api.http import ApiError, error_response
+from anysentry.api.services import Services
+
+log = logging.getLogger("anysentry.api")
+API_BASE = "/security-center"
+DEFAULT_PORT = 29653
+SERVICES = web.AppKey("services", Services)
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    public_base_path: str = ""
+    max_body_bytes: int = 8 * 1024 * 1024
+    data_dir: Path = field(default_factory=lambda: Path(".anysentry").resolve())
+    state_flush_secs: float = 2.0
+
+    @classmethod
+    def from_env(cls, **overrides) -> "ApiSettings":
+        values = {
+            "port": int(os.environ.get("PORT", DEFAULT_PORT)),
+            "public_base_path": os.environ.get("PUBLIC_BASE_PATH", "").rstrip("/"),
+            "max_body_bytes": int(os.environ.get("ANYSENTRY_MAX_BODY_BYTES", 8 * 1024 * 1024)),
+            "data_dir": Path(os.environ.get("ANYSENTRY_DATA_DIR", ".anysentry")).resolve(),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler):
+    """Client errors as `{statusCode, message, error}`; unexpected failures as a bare 500."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        request.app[SERVICES].metrics.http_errors.labels(str(exc.status)).inc()
+        return error_response(exc.status, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            message = {404: "route not found", 405: "method not allowed", 413: "request body too large"}.get(exc.status, exc.reason)
+            return error_response(exc.status, message, {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None)
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal error")
+
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, Authorization, X-AnySentry-Admin-Token, X-AnySentry-Management-Token, "
+                                    "X-AnySentry-Ingest-Token, X-AnySentry-Source-Id, X-AnySentry-Actor",
+}
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler):
+    if request.method == "OPTIONS":
+        return web.Response(status=204, headers=CORS_HEADERS)
+    response = await handler(request)
+    response.headers.update(CORS_HEADERS)
+    return response
+
+
+def route_modules() -> list:
+    from anysentry.api import routes_config, routes_health, routes_ingest, routes_sources
+
+    modules = [routes_ingest, routes_sources, routes_health, routes_config]
+    try:
+        from anysentry.api import routes_events
+        modules.append(routes_events)
+    except ImportError:  # the query routes arrive in their own module
+        pass
+    return modules
+
+
+def build_app(services: Services, settings: ApiSettings) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[cors_middleware, errors_middleware])
+    app[SERVICES] = services
+    app["settings"] = settings
+    for module in route_modules():
+        app.add_routes(module.ROUTES)
+    app.on_startup.append(_startup)
+    app.on_cleanup.append(_cleanup)
+    if settings.public_base_path:
+        root = web.Application(client_max_size=settings.max_body_bytes)
+        root.add_subapp(settings.public_base_path, app)
+        return root
+    return app
+
+
+async def _startup(app: web.Application) -> None:
+    await app[SERVICES].start()
+
+
+async def _cleanup(app: web.Application) -> None:
+    await app[SERVICES].stop()
+
+
+def management(request: web.Request) -> None:
+    request.app[SERVICES].auth.require(request)
+
+
+__all__ = ["ApiSettings", "ManagementAuth", "SERVICES", "API_BASE", "build_app", "management"]

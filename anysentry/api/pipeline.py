@@ -1,0 +1,154 @@
+"""The ingest path of DESIGN §1: resolve source → normalise (redacted) → judge L1 → durable write.
+
+Every producer endpoint and the runtime guard go through `IngestPipeline.ingest`, so identity,
+judgment, counting and durability are the same whatever the format. An answer with
+`accepted: true` is given only after the batch is in the durable local buffer (fsync)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from anysentry.events.model import AgentEvent, Heartbeat, Observation, ParsedBody, Rejection, SourceContext
+from anysentry.events.observer import UNPARSEABLE, normalize
+from anysentry.events.timefmt import iso_time, now_ms
+from anysentry.judge.decision import apply_decision
+from anysentry.ops.collectors import CollectorRegistry
+from anysentry.ops.sources import SourceRegistry
+from anysentry.store.writer import BufferFull
+
+SOURCE_FIELDS = ("sourceId", "sourceName", "sourceType", "token", "collectorId", "nodeName", "workspacePath")
+
+
+class BufferFullError(Exception):
+    """The durable buffer is full: nothing of the request was accepted; the producer retries."""
+
+
+@dataclass(slots=True)
+class IngestOutcome:
+    source: dict | None
+    items: list[dict] = field(default_factory=list)
+    events: list[AgentEvent] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return sum(1 for i in self.items if i.get("accepted"))
+
+    def batch_answer(self) -> dict:
+        accepted = self.accepted
+        return {"accepted": accepted > 0, "sourceId": self.source_id, "acceptedEvents": accepted,
+                "rejectedEvents": len(self.items) - accepted, "items": self.items}
+
+    @property
+    def source_id(self) -> str | None:
+        return self.source["sourceId"] if self.source else None
+
+
+def credentials(request_fields: dict, headers) -> dict:
+    """Producer credentials (§22.2): body fields, then `X-AnySentry-Ingest-Token` / Bearer and
+    `X-AnySentry-Source-Id` headers."""
+    creds = {k: request_fields.get(k) for k in SOURCE_FIELDS if request_fields.get(k) not in (None, "")}
+    if not creds.get("token") and headers is not None:
+        token = headers.get("X-AnySentry-Ingest-Token", "").strip()
+        if not token:
+            auth = headers.get("Authorization", "")
+            token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        if token:
+            creds["token"] = token
+    if not creds.get("sourceId") and headers is not None and headers.get("X-AnySentry-Source-Id"):
+        creds["sourceId"] = headers["X-AnySentry-Source-Id"].strip()
+    return creds
+
+
+def event_answer(event: AgentEvent) -> dict:
+    return {"accepted": True, "sourceId": event.sourceId or None, "eventId": event.eventId, "traceId": event.traceId,
+            "spanId": event.spanId, "runId": event.runId, "verdict": event.verdict, "tier": event.tier,
+            "severity": event.severity, "reason": event.reason, "riskCategory": event.riskCategory,
+            "decisionStatus": event.decisionStatus, "evaluationId": event.evaluationId}
+
+
+class IngestPipeline:
+    def __init__(self, *, sources: SourceRegistry, collectors: CollectorRegistry, writer, metrics, judge: Callable):
+        self.sources = sources
+        self.collectors = collectors
+        self.writer = writer
+        self.metrics = metrics
+        self.judge = judge  # returns the current Judge: a policy change applies to the next event
+        self.listeners: list[Callable[[list[AgentEvent]], None]] = []
+
+    def _judge(self, obs: Observation) -> AgentEvent | None:
+        judge = self.judge()
+        outcome = judge.decide(obs)
+        if outcome is None:
+            return None
+        decision, judgment = outcome
+        return apply_decision(obs.event, decision, policy_version=judge.version, judgment=judgment)
+
+    async def ingest(self, parsed: ParsedBody, *, headers=None, default_type: str = "custom",
+                     default_source: str = "api", now: int | None = None) -> IngestOutcome:
+        """Judge and durably buffer one request's items; BufferFullError leaves nothing accepted."""
+        creds = credentials(parsed.request, headers)
+        resolution = self.sources.resolve(creds, default_type=default_type, now=now)
+        outcome = IngestOutcome(resolution.source)
+        if resolution.rejection:
+            for index, _ in enumerate(parsed.items):
+                outcome.items.append({"index": index, "accepted": False, "reason": resolution.rejection,
+                                      "sourceId": outcome.source_id})
+            if parsed.items:
+                self.metrics.rejected.labels(resolution.rejection).inc(len(parsed.items))
+            return outcome
+
+        record = resolution.source
+        context = SourceContext(record["sourceId"], record.get("workspacePath", ""), record.get("collectorId", "")) if record else None
+        started = time.perf_counter()
+        heartbeats: list[tuple[int, dict]] = []
+        rejections: dict[str, int] = {}
+        for index, item in enumerate(parsed.items):
+            if isinstance(item, Rejection):
+                result: object = item
+            else:
+                result = normalize(item, source=context, default_source=default_source, now=now)
+            if isinstance(result, Observation):
+                event = self._judge(result)
+                if event is not None:
+                    outcome.events.append(event)
+                    outcome.items.append({"index": index, **event_answer(event)})
+                    continue
+                result = Rejection(UNPARSEABLE)
+            if isinstance(result, Heartbeat):
+                heartbeats.append((index, result.payload))
+                outcome.items.append({"index": index})  # filled in once recorded
+                continue
+            reason = result.reason
+            rejections[reason] = rejections.get(reason, 0) + 1
+            outcome.items.append({"index": index, "accepted": False, "reason": reason, "sourceId": outcome.source_id})
+        if outcome.events:
+            self.metrics.judge_latency.observe((time.perf_counter() - started) / len(outcome.events))
+            try:
+                await self.writer.submit(outcome.events)
+            except BufferFull as exc:
+                self.metrics.buffer_full.inc()
+                raise BufferFullError(str(exc)) from exc
+
+        for index, payload in heartbeats:
+            body = {**payload, "sourceId": outcome.source_id or ""}
+            hb = self.collectors.record(body, now=now)
+            self.metrics.heartbeats.inc()
+            outcome.items[index] = {"index": index, "accepted": True, "sourceId": outcome.source_id,
+                                    "collectorId": hb["collectorId"], "receivedAt": iso_time(hb["receivedAt"]),
+                                    "kind": "collector-heartbeat"}
+        for reason, count in rejections.items():
+            self.metrics.rejected.labels(reason).inc(count)
+            self.sources.record_rejection(record, creds, reason, count)
+        if outcome.events or heartbeats:
+            last_at = max((e.at for e in outcome.events), default=None)
+            self.sources.record_accepted(record, events=len(outcome.events), heartbeats=len(heartbeats),
+                                         at=now or now_ms(), last_event_at=last_at)
+        if outcome.events:
+            label = outcome.source_id or "none"
+            for event in outcome.events:
+                self.metrics.ingested.labels(label, event.verdict).inc()
+            for listener in self.listeners:
+                listener(outcome.events)
+        return outcome

@@ -1,0 +1,154 @@
+"""The long-lived parts one API process shares: store, durable writer, registries, judge, metrics.
+
+`start()` opens the store, replays the durable buffer and loads state; `stop()` flushes. Loops that
+must run in exactly one place (operations) are attached by `serve` or the operator, not here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from anysentry.api.auth import ManagementAuth
+from anysentry.api.metrics import ApiMetrics
+from anysentry.api.pipeline import IngestPipeline
+from anysentry.judge.engine import Judge
+from anysentry.judge.policy import sanitize_policy
+from anysentry.ops.audit import AuditLog
+from anysentry.ops.collectors import CollectorRegistry
+from anysentry.ops.sources import SourceRegistry
+from anysentry.store.client import Store
+from anysentry.store.settings import StoreSettings
+from anysentry.store.state import ConfigStore, StateTable
+from anysentry.store.wal import WriteAheadLog
+from anysentry.store.writer import EventWriter
+
+log = logging.getLogger("anysentry.services")
+
+
+class PolicyState:
+    """The active policy and its compiled judge; replacing it affects the very next event."""
+
+    def __init__(self, policy: dict | None = None, locked: bool = False):
+        self.locked = locked  # policy comes from a configuration folder or the cluster, not from PUT
+        self.set(policy or {})
+
+    def set(self, policy: dict) -> None:
+        sanitized = sanitize_policy(policy)
+        judge = Judge(sanitized)  # compiles: raises PolicyError before anything changes
+        self.policy, self.judge = sanitized, judge
+
+    @property
+    def version(self) -> str:
+        return self.judge.version
+
+    def current(self) -> Judge:
+        return self.judge
+
+    def key_configured(self, profile: str) -> bool:
+        """Model keys live only in the environment or a Secret, never in the stored policy."""
+        import os
+        prefix = "A3S_SENTRY_LLM_" if profile == "fast_review" else "A3S_SENTRY_L3_"
+        return bool(os.environ.get(prefix + "API_KEY"))
+
+    def tier_status(self) -> dict:
+        return {"l1": True,
+                "l2": bool(self.policy.get("llm")) and self.key_configured("fast_review"),
+                "l3": bool(self.policy.get("agent")) and bool(self.policy.get("deepModel")) and self.key_configured("deep_investigation")}
+
+
+@dataclass
+class Services:
+    store_settings: StoreSettings = field(default_factory=StoreSettings.from_env)
+    auth: ManagementAuth = field(default_factory=ManagementAuth.from_env)
+    state_flush_secs: float = 2.0
+
+    def __post_init__(self) -> None:
+        self.store = Store(self.store_settings)
+        self.wal = WriteAheadLog(self.store_settings.wal_dir, self.store_settings.buffer_max_bytes)
+        self.writer = EventWriter(self.store, self.wal)
+        self.metrics = ApiMetrics(self.writer.stats)
+        self.sources = SourceRegistry()
+        self.collectors = CollectorRegistry()
+        self.policy = PolicyState()
+        self.config = ConfigStore(self.store)
+        self.source_table = StateTable(self.store, "sources")
+        self.heartbeat_table = StateTable(self.store, "collector_heartbeats")
+        self.audit_table = StateTable(self.store, "audit")
+        self.audit = AuditLog()
+        self.pipeline = IngestPipeline(sources=self.sources, collectors=self.collectors, writer=self.writer,
+                                       metrics=self.metrics, judge=self.policy.current)
+        self.started_at = time.time()
+        self._tasks: list[asyncio.Task] = []
+        self.check_in_listeners: list = []  # (source record | None, body, status) → alerts
+        self.queries = None  # event reads (anysentry.store.queries.EventQueries), set by the app factory
+        self.startup_hooks: list = []  # async callables run after state is loaded (ops, demo feed, config folder)
+        self.shutdown_hooks: list = []
+
+    async def start(self) -> None:
+        try:
+            await asyncio.to_thread(self.store.open)
+            self.writer.store_ready = True
+            await self._load_state()
+        except Exception as exc:  # the store may be down at boot: ingest still buffers durably
+            log.warning("store unavailable at start: %s", exc)
+        await self.writer.start()
+        self._tasks.append(asyncio.create_task(self._flush_state_loop(), name="state-flush"))
+        for hook in self.startup_hooks:
+            await hook(self)
+
+    async def _load_state(self) -> None:
+        self.sources.load(await self.source_table.aall())
+        self.collectors.load(await self.heartbeat_table.aall())
+        self.audit.load(await self.audit_table.aall())
+        if not self.policy.locked:
+            stored = await self.config.aget("policy")
+            if isinstance(stored, dict):
+                try:
+                    self.policy.set(stored)
+                except Exception as exc:  # a stored policy that no longer compiles must not stop boot
+                    log.error("stored policy rejected, keeping defaults: %s", exc)
+
+    async def flush_state(self) -> None:
+        sources = self.sources.dirty_records()
+        heartbeats = self.collectors.dirty_records()
+        audits = self.audit.drain()
+        try:
+            if audits:
+                await self.audit_table.aput_many({r["auditId"]: r for r in audits})
+            if sources:
+                await self.source_table.aput_many({r["sourceId"]: r for r in sources})
+            if heartbeats:
+                await self.heartbeat_table.aput_many({r["collectorId"]: r for r in heartbeats})
+        except Exception as exc:
+            log.warning("state flush failed, will retry: %s", exc)
+            for record in sources:
+                self.sources._dirty.add(record["sourceId"])
+            for record in heartbeats:
+                self.collectors._dirty.add(record["collectorId"])
+            self.audit.pending[:0] = audits
+
+    async def _flush_state_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.state_flush_secs)
+            await self.flush_state()
+
+    async def stop(self) -> None:
+        for hook in self.shutdown_hooks:
+            try:
+                await hook(self)
+            except Exception as exc:
+                log.warning("shutdown hook failed: %s", exc)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.flush_state()
+        await self.writer.stop()
+        self.wal.close()
+
+    def spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.append(task)
+        return task
