@@ -9,6 +9,7 @@ import sys
 # sub-command → (module with `add_arguments(parser)` and `run(args) -> int`, help)
 COMMANDS = {
     "judge": ("anysentry.judge.command", "judge observer NDJSON from stdin, one decision line per event"),
+    "crds": ("anysentry.resources.command", "render the CRD manifests from the models"),
 }
 
 
