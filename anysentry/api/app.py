@@ -6,6 +6,7 @@ Route modules (ingest, sources, collectors, queries, config, health, ...) each e
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -81,15 +82,21 @@ async def cors_middleware(request: web.Request, handler):
     return response
 
 
-def route_modules() -> list:
-    from anysentry.api import routes_config, routes_health, routes_ingest, routes_sources
+ROUTE_MODULES = ("ingest", "sources", "health", "config", "events", "incidents", "alerts", "notifications",
+                 "objectives", "maintenance", "coverage", "remediations", "inventory", "evidence", "audit",
+                 "capabilities")
 
-    modules = [routes_ingest, routes_sources, routes_health, routes_config]
-    try:
-        from anysentry.api import routes_events
-        modules.append(routes_events)
-    except ImportError:  # the query routes arrive in their own module
-        pass
+
+def route_modules() -> list:
+    """Every `anysentry.api.routes_<area>` module present (areas land one by one)."""
+    modules = []
+    for area in ROUTE_MODULES:
+        name = f"anysentry.api.routes_{area}"
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
     return modules
 
 

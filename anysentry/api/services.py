@@ -17,6 +17,7 @@ from anysentry.judge.engine import Judge
 from anysentry.judge.policy import sanitize_policy
 from anysentry.ops.audit import AuditLog
 from anysentry.ops.collectors import CollectorRegistry
+from anysentry.ops.engine import OpsEngine
 from anysentry.ops.sources import SourceRegistry
 from anysentry.store.client import Store
 from anysentry.store.settings import StoreSettings
@@ -79,10 +80,13 @@ class Services:
         self.audit = AuditLog()
         self.pipeline = IngestPipeline(sources=self.sources, collectors=self.collectors, writer=self.writer,
                                        metrics=self.metrics, judge=self.policy.current)
+        self.queries = None  # event reads (anysentry.store.queries.EventQueries), set by the app factory
+        self.ops = OpsEngine(sources=self.sources, collectors=self.collectors, audit=self.audit,
+                             queries=self.queries, store=self.store).setup()
+        self.pipeline.listeners.append(self.ops.on_events)
         self.started_at = time.time()
         self._tasks: list[asyncio.Task] = []
         self.check_in_listeners: list = []  # (source record | None, body, status) → alerts
-        self.queries = None  # event reads (anysentry.store.queries.EventQueries), set by the app factory
         self.startup_hooks: list = []  # async callables run after state is loaded (ops, demo feed, config folder)
         self.shutdown_hooks: list = []
 
@@ -102,6 +106,8 @@ class Services:
         self.sources.load(await self.source_table.aall())
         self.collectors.load(await self.heartbeat_table.aall())
         self.audit.load(await self.audit_table.aall())
+        for book in self.ops.books:
+            book.load(await StateTable(self.store, book.table_name).aall())
         if not self.policy.locked:
             stored = await self.config.aget("policy")
             if isinstance(stored, dict):
@@ -114,7 +120,14 @@ class Services:
         sources = self.sources.dirty_records()
         heartbeats = self.collectors.dirty_records()
         audits = self.audit.drain()
+        drained = [(book, *book.drain()) for book in self.ops.books]
         try:
+            for book, changed, deleted in drained:
+                table = StateTable(self.store, book.table_name)
+                if changed:
+                    await table.aput_many(changed)
+                for key in deleted:
+                    await table.adelete(key)
             if audits:
                 await self.audit_table.aput_many({r["auditId"]: r for r in audits})
             if sources:
@@ -128,6 +141,8 @@ class Services:
             for record in heartbeats:
                 self.collectors._dirty.add(record["collectorId"])
             self.audit.pending[:0] = audits
+            for book, changed, deleted in drained:
+                book.restore(changed, deleted)
 
     async def _flush_state_loop(self) -> None:
         while True:
