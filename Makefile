@@ -24,7 +24,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 run: $(VENV)/.installed
-	$(VENV)/bin/anysentry serve --demo
+	$(VENV)/bin/anysentry serve --demo examples/resources
 
 bench: $(VENV)/.installed
 	$(PY) bench/judge.py

@@ -1,0 +1,25 @@
+"""`anysentry api`: the stateless ingest/judge/query service for a cluster (scale by replicas).
+
+Configuration comes from the environment (SPEC §31); the operations loops run in the operator."""
+
+from __future__ import annotations
+
+import asyncio
+
+from anysentry.api.app import ApiSettings, build_app
+from anysentry.api.services import Services
+from anysentry.runner import configure_logging, serve_app
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=None, help="port (default $PORT or 29653)")
+    parser.add_argument("--log-level", default="INFO")
+
+
+def run(args) -> int:
+    configure_logging(args.log_level)
+    settings = ApiSettings.from_env(host=args.host, port=args.port)
+    app = build_app(Services(), settings)
+    asyncio.run(serve_app(app, settings.host, settings.port, banner="anysentry api "))
+    return 0
