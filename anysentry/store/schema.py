@@ -1,0 +1,189 @@
+"""Table definitions and the additive migrations run at every start (SPEC §29).
+
+Migrations only ever add: `CREATE … IF NOT EXISTS`, then `ADD COLUMN/INDEX IF NOT EXISTS` for whatever an
+older table lacks, so any number of api replicas may start at once against one server and a newer
+release never rewrites data an older one wrote. Only the retention TTL is modified in place."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from anysentry.store.settings import valid_identifier
+
+# (name, type and default/materialized clause) — SPEC §29.1, in order; names are AgentEvent fields.
+EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("schemaVersion", "LowCardinality(String)"),
+    ("eventId", "String"),
+    ("sourceEventId", "String DEFAULT ''"),
+    ("at", "UInt64"),
+    ("eventKind", "LowCardinality(String)"),
+    ("eventCategory", "LowCardinality(String)"),
+    ("source", "LowCardinality(String)"),
+    ("subject", "String"),
+    ("workspacePath", "String"),
+    ("agentId", "LowCardinality(String)"),
+    ("collectorId", "String"),
+    ("sourceId", "String"),
+    ("sessionId", "String"),
+    ("userId", "String"),
+    ("traceId", "String"),
+    ("spanId", "String"),
+    ("parentSpanId", "String"),
+    ("runId", "String"),
+    ("taskId", "String"),
+    ("decisionStatus", "LowCardinality(String) DEFAULT 'succeeded'"),
+    ("evaluationId", "String"),
+    ("policyVersion", "String"),
+    ("decisionUpdatedAt", "UInt64 DEFAULT at"),
+    ("verdict", "LowCardinality(String)"),
+    ("tier", "LowCardinality(String)"),
+    ("severity", "LowCardinality(String)"),
+    ("reason", "String"),
+    ("actionKind", "String"),
+    ("actionTarget", "String"),
+    ("riskCategory", "LowCardinality(String)"),
+    ("riskName", "String"),
+    ("riskType", "LowCardinality(String)"),
+    ("riskScore", "Float64"),
+    ("tokenCount", "UInt64"),
+    ("latencyMs", "Float64"),
+    ("attributes", "String DEFAULT '{}'"),
+    ("process", "String DEFAULT '{}'"),
+    ("attribution", "String DEFAULT '{}'"),
+    ("judgment", "String DEFAULT '{}'"),
+    ("rawPreview", "String"),
+    ("ts", "DateTime MATERIALIZED toDateTime(intDiv(at, 1000))"),
+)
+
+# Columns written by inserts (`ts` is computed by the engine).
+EVENT_INSERT_COLUMNS: tuple[str, ...] = tuple(name for name, kind in EVENT_COLUMNS if "MATERIALIZED" not in kind)
+
+# Point lookups that the sort key (at, eventId) cannot serve: pins, traces, sessions, agents.
+EVENT_INDEXES: tuple[tuple[str, str], ...] = (
+    ("idx_event_id", "eventId TYPE bloom_filter(0.01) GRANULARITY 4"),
+    ("idx_trace_id", "traceId TYPE bloom_filter(0.01) GRANULARITY 4"),
+    ("idx_session_id", "sessionId TYPE bloom_filter(0.01) GRANULARITY 4"),
+    ("idx_agent_id", "agentId TYPE bloom_filter(0.01) GRANULARITY 4"),
+)
+
+STATE_TABLES: tuple[str, ...] = (
+    "sources",
+    "collector_heartbeats",
+    "incidents",
+    "alerts",
+    "remediations",
+    "deliveries",
+    "audit",
+    "objectives",
+    "maintenance_windows",
+    "notification_channels",
+    "notification_routes",
+    "agent_metadata",
+    "config",
+)
+# Append-mostly tables also carry the time of the fact they record, for range reads.
+APPEND_STATE_TABLES: frozenset[str] = frozenset({"audit", "deliveries"})
+
+STATE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "String"),
+    ("version", "UInt64"),
+    ("deleted", "UInt8 DEFAULT 0"),
+    ("updatedAt", "UInt64"),
+    ("body", "String"),
+)
+
+
+def state_columns(table: str) -> tuple[tuple[str, str], ...]:
+    return STATE_COLUMNS + ((("at", "UInt64"),) if table in APPEND_STATE_TABLES else ())
+
+
+def qualified(database: str, table: str) -> str:
+    return f"`{valid_identifier(database)}`.`{valid_identifier(table)}`"
+
+
+def _ttl_clause(retention_days: int) -> str:
+    return f"ts + INTERVAL {int(retention_days)} DAY"
+
+
+def events_ddl(database: str, retention_days: int) -> str:
+    columns = [f"`{name}` {kind}" for name, kind in EVENT_COLUMNS]
+    columns += [f"INDEX {name} {spec}" for name, spec in EVENT_INDEXES]
+    # ttl_only_drop_parts: parts are per day (the partition), so expiry drops whole parts instead of
+    # rewriting them row by row.
+    return (
+        f"CREATE TABLE IF NOT EXISTS {qualified(database, 'events')} (\n  "
+        + ",\n  ".join(columns)
+        + "\n) ENGINE = MergeTree PARTITION BY toYYYYMMDD(ts) ORDER BY (at, eventId)"
+        + f" TTL {_ttl_clause(retention_days)} SETTINGS ttl_only_drop_parts = 1"
+    )
+
+
+def state_ddl(database: str, table: str) -> str:
+    columns = ", ".join(f"`{name}` {kind}" for name, kind in state_columns(table))
+    return (
+        f"CREATE TABLE IF NOT EXISTS {qualified(database, table)} ({columns}) "
+        "ENGINE = ReplacingMergeTree(version) ORDER BY id"
+    )
+
+
+_TTL_DAYS = re.compile(r"\bTTL\s+ts\s*\+\s*toIntervalDay\((\d+)\)")
+
+
+def ttl_days(engine_full: str) -> int | None:
+    """The retention in days of an `events` table, read back from `system.tables.engine_full`."""
+    match = _TTL_DAYS.search(engine_full or "")
+    return int(match.group(1)) if match else None
+
+
+def migrate(
+    command: Callable[[str], object],
+    query_rows: Callable[[str, dict], list],
+    database: str,
+    retention_days: int,
+) -> list[str]:
+    """Bring `database` to the current shape; return the statements that changed something."""
+    applied: list[str] = []
+
+    def run(sql: str) -> None:
+        command(sql)
+        applied.append(sql)
+
+    command(f"CREATE DATABASE IF NOT EXISTS `{valid_identifier(database)}`")
+    command(events_ddl(database, retention_days))
+    for table in STATE_TABLES:
+        command(state_ddl(database, table))
+
+    rows = query_rows(
+        "SELECT table, name FROM system.columns WHERE database = {db:String}", {"db": database}
+    )
+    present: dict[str, set[str]] = {}
+    for table, name in rows:
+        present.setdefault(table, set()).add(name)
+
+    wanted = {"events": EVENT_COLUMNS} | {table: state_columns(table) for table in STATE_TABLES}
+    for table, columns in wanted.items():
+        have = present.get(table, set())
+        for name, kind in columns:
+            if name not in have:
+                run(f"ALTER TABLE {qualified(database, table)} ADD COLUMN IF NOT EXISTS `{name}` {kind}")
+
+    indexes = {
+        name
+        for (name,) in query_rows(
+            "SELECT name FROM system.data_skipping_indices WHERE database = {db:String} AND table = 'events'",
+            {"db": database},
+        )
+    }
+    for name, spec in EVENT_INDEXES:
+        if name not in indexes:
+            # New parts get the index; existing parts keep working without it (no rewrite at start).
+            run(f"ALTER TABLE {qualified(database, 'events')} ADD INDEX IF NOT EXISTS {name} {spec}")
+
+    engine = query_rows(
+        "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = 'events'",
+        {"db": database},
+    )
+    if engine and ttl_days(engine[0][0]) != int(retention_days):
+        run(f"ALTER TABLE {qualified(database, 'events')} MODIFY TTL {_ttl_clause(retention_days)}")
+    return applied

@@ -1,0 +1,330 @@
+"""The durable local buffer (DESIGN §2): an append-only log of event batches on local disk.
+
+An ingest request is answered `accepted: true` only after its batch is in this log and fsynced, so
+an acknowledged event survives a crash or a store outage. The writer replays what the store has not
+acknowledged yet; a full log refuses new batches (`BufferFull` → 503) rather than dropping any.
+
+Layout: segment files `wal-<base>.log` (base = global byte position of the segment's first byte),
+each a run of records `<length u32><count u32><crc32 u32><payload>`, where the payload is the orjson
+array of one batch's events and the crc covers count and payload. A position is the global byte
+offset just after a record. `checkpoint` holds the acknowledged position, replaced atomically."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import struct
+import threading
+import zlib
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from anysentry.events.model import AgentEvent
+
+log = logging.getLogger(__name__)
+
+HEADER = struct.Struct("<III")
+SEGMENT_BYTES = 16 * 1024 * 1024
+MAX_RECORD_BYTES = 1 << 30
+_SEGMENT_PREFIX, _SEGMENT_SUFFIX = "wal-", ".log"
+_CHECKPOINT = "checkpoint"
+
+
+class BufferFull(Exception):
+    """Appending would exceed the buffer's byte limit; the caller answers 503 and the producer retries."""
+
+
+class WalLocked(RuntimeError):
+    """Another process already owns this log directory."""
+
+
+@dataclass(slots=True)
+class _Record:
+    base: int  # segment base
+    offset: int  # record start within the segment file
+    size: int  # framed size (header + payload)
+    count: int
+
+    @property
+    def end(self) -> int:
+        return self.base + self.offset + self.size
+
+
+@dataclass(slots=True)
+class WalBatch:
+    position: int  # acknowledge this to release the batch
+    events: list[AgentEvent]
+
+
+def _segment_name(base: int) -> str:
+    return f"{_SEGMENT_PREFIX}{base:020d}{_SEGMENT_SUFFIX}"
+
+
+def _crc(count: int, payload: bytes) -> int:
+    return zlib.crc32(payload, zlib.crc32(count.to_bytes(4, "little")))
+
+
+def frame(events: list) -> tuple[bytes, int]:
+    """One record: header + orjson payload of the batch (AgentEvent or plain dicts)."""
+    payload = orjson.dumps(events)
+    count = len(events)
+    return HEADER.pack(len(payload), count, _crc(count, payload)) + payload, count
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _scan(path: Path, base: int) -> tuple[list[_Record], int, bool]:
+    """Valid records of a segment, the byte length they cover, and whether garbage follows them.
+
+    A torn or corrupt record (length past the end, bad crc) ends the scan: nothing after it is
+    trusted, and nothing there was ever acknowledged to a producer."""
+    records: list[_Record] = []
+    data = path.read_bytes()
+    offset, size = 0, len(data)
+    while offset + HEADER.size <= size:
+        length, count, crc = HEADER.unpack_from(data, offset)
+        start, end = offset + HEADER.size, offset + HEADER.size + length
+        if length == 0 or length > MAX_RECORD_BYTES or end > size:
+            break
+        if _crc(count, data[start:end]) != crc:
+            break
+        records.append(_Record(base, offset, end - offset, count))
+        offset = end
+    return records, offset, offset != size
+
+
+def _decode(data: bytes, record: _Record) -> list[AgentEvent]:
+    """A record's events; a record damaged on disk since it was written decodes as empty (logged),
+    so replay moves past it instead of stalling on it forever."""
+    try:
+        length, count, crc = HEADER.unpack_from(data)
+        payload = data[HEADER.size :]
+        if len(payload) != length or _crc(count, payload) != crc:
+            raise ValueError("length or crc mismatch")
+        return [AgentEvent.from_dict(item) for item in orjson.loads(payload)]
+    except Exception as error:  # noqa: BLE001 - a bad record must not stop the reader
+        log.error("WAL: unreadable record ending at %d (%s); skipping it", record.end, error)
+        return []
+
+
+class WriteAheadLog:
+    """Segmented, fsynced, checkpointed log of event batches. Thread-safe; one owner process."""
+
+    def __init__(self, directory: str | os.PathLike, max_bytes: int, segment_bytes: int = SEGMENT_BYTES):
+        self.directory = Path(directory)
+        self.max_bytes = int(max_bytes)
+        self.segment_bytes = int(segment_bytes)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._ack_lock = threading.Lock()
+        self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise WalLocked(f"{self.directory} is used by another process") from None
+        self._records: deque[_Record] = deque()  # unacknowledged, in order
+        self._segments: list[int] = []  # bases, ascending; the last is the active one
+        self.pending_bytes = 0
+        self.pending_events = 0
+        self._fd = -1
+        self._open()
+
+    # -- opening and recovery -------------------------------------------------------------------
+
+    def _read_checkpoint(self) -> int:
+        try:
+            return int(orjson.loads((self.directory / _CHECKPOINT).read_bytes())["position"])
+        except FileNotFoundError:
+            return 0
+        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+            # Only ever replaced by rename, so this means outside damage: replay all (the writer dedupes).
+            log.warning("unreadable WAL checkpoint in %s; replaying every retained batch", self.directory)
+            return 0
+
+    def _open(self) -> None:
+        self.checkpoint = self._read_checkpoint()
+        bases = sorted(
+            int(p.name[len(_SEGMENT_PREFIX) : -len(_SEGMENT_SUFFIX)])
+            for p in self.directory.glob(f"{_SEGMENT_PREFIX}*{_SEGMENT_SUFFIX}")
+        )
+        end = self.checkpoint
+        for index, base in enumerate(bases):
+            path = self.directory / _segment_name(base)
+            records, valid, torn = _scan(path, base)
+            last = index == len(bases) - 1
+            if torn:
+                if last:
+                    log.warning("WAL %s: ignoring a torn tail after byte %d", path.name, valid)
+                    with open(path, "r+b") as f:
+                        f.truncate(valid)
+                        os.fsync(f.fileno())
+                else:
+                    log.error("WAL %s: corrupt record at byte %d; skipping the rest of the segment", path.name, valid)
+            nxt = bases[index + 1] if not last else base + valid
+            if not last and nxt <= self.checkpoint:
+                path.unlink(missing_ok=True)  # fully acknowledged; a crash beat its deletion
+                continue
+            self._segments.append(base)
+            for record in records:
+                if record.end > self.checkpoint:
+                    self._records.append(record)
+                    self.pending_bytes += record.size
+                    self.pending_events += record.count
+            end = max(end, base + valid)
+        if not self._segments or self._segments[-1] + self._active_size_of(self._segments[-1]) < end:
+            self._segments.append(end)
+            self._create_segment(end)
+        self._open_active()
+
+    def _active_size_of(self, base: int) -> int:
+        try:
+            return (self.directory / _segment_name(base)).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _create_segment(self, base: int) -> None:
+        fd = os.open(self.directory / _segment_name(base), os.O_WRONLY | os.O_CREAT, 0o644)
+        os.fsync(fd)
+        os.close(fd)
+        _fsync_dir(str(self.directory))
+
+    def _open_active(self) -> None:
+        base = self._segments[-1]
+        self._fd = os.open(self.directory / _segment_name(base), os.O_WRONLY | os.O_APPEND)
+        self._active_base = base
+        self._active_size = os.fstat(self._fd).st_size
+
+    # -- writing --------------------------------------------------------------------------------
+
+    @property
+    def end_position(self) -> int:
+        return self._active_base + self._active_size
+
+    def append(self, batch: list) -> int:
+        """Write one batch and fsync it; return the position to acknowledge it with.
+
+        Raises BufferFull when the unacknowledged bytes would pass the limit."""
+        framed, count = frame(batch)
+        return self.append_framed(framed, count)
+
+    def append_framed(self, framed: bytes, count: int) -> int:
+        with self._lock:
+            if self._fd < 0:
+                raise RuntimeError("WAL is closed")
+            if self.pending_bytes + len(framed) > self.max_bytes:
+                raise BufferFull(
+                    f"local buffer full ({self.pending_bytes} of {self.max_bytes} bytes pending)"
+                )
+            if self._active_size and self._active_size + len(framed) > self.segment_bytes:
+                self._rotate()
+            offset = self._active_size
+            try:
+                view = memoryview(framed)
+                while view:
+                    written = os.write(self._fd, view)
+                    view = view[written:]
+                os.fdatasync(self._fd)
+            except OSError:
+                # Leave no half record behind (ENOSPC, EIO): the next append starts clean.
+                try:
+                    os.ftruncate(self._fd, offset)
+                except OSError:
+                    log.exception("WAL: could not truncate a failed append")
+                raise
+            record = _Record(self._active_base, offset, len(framed), count)
+            self._active_size = offset + len(framed)
+            self._records.append(record)
+            self.pending_bytes += record.size
+            self.pending_events += count
+            return record.end
+
+    def _rotate(self) -> None:
+        os.fsync(self._fd)
+        os.close(self._fd)
+        base = self._active_base + self._active_size
+        self._create_segment(base)
+        self._segments.append(base)
+        self._open_active()
+
+    # -- reading and acknowledging --------------------------------------------------------------
+
+    def pending(self, limit_events: int | None = None) -> Iterator[WalBatch]:
+        """Unacknowledged batches from the checkpoint on, oldest first (optionally stopping once
+        `limit_events` events have been yielded)."""
+        with self._lock:
+            records = list(self._records)
+        handles: dict[int, object] = {}
+        yielded = 0
+        try:
+            for record in records:
+                if limit_events is not None and yielded >= limit_events:
+                    break
+                handle = handles.get(record.base)
+                if handle is None:
+                    try:
+                        handle = handles[record.base] = open(self.directory / _segment_name(record.base), "rb")
+                    except FileNotFoundError:
+                        return  # acknowledged and deleted meanwhile
+                handle.seek(record.offset)
+                data = handle.read(record.size)
+                events = _decode(data, record)
+                yielded += len(events)
+                yield WalBatch(record.end, events)
+        finally:
+            for handle in handles.values():
+                handle.close()
+
+    def acknowledge(self, position: int) -> None:
+        """Mark everything up to `position` as stored: persist the checkpoint, drop spent segments."""
+        with self._ack_lock:
+            if position <= self.checkpoint:
+                return
+            tmp = self.directory / (_CHECKPOINT + ".tmp")
+            with open(tmp, "wb") as f:
+                f.write(orjson.dumps({"position": position}))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.directory / _CHECKPOINT)
+            _fsync_dir(str(self.directory))
+            with self._lock:
+                self.checkpoint = position
+                while self._records and self._records[0].end <= position:
+                    record = self._records.popleft()
+                    self.pending_bytes -= record.size
+                    self.pending_events -= record.count
+                spent = []
+                while len(self._segments) > 1 and self._segments[1] <= position:
+                    spent.append(self._segments.pop(0))
+            for base in spent:
+                (self.directory / _segment_name(base)).unlink(missing_ok=True)
+
+    def segment_files(self) -> list[Path]:
+        return sorted(self.directory.glob(f"{_SEGMENT_PREFIX}*{_SEGMENT_SUFFIX}"))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = -1
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = -1
+
+    def __enter__(self) -> "WriteAheadLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,123 @@
+"""Store: inserts, latest decision revision per event, JSON round trip, shared chdb client."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from store_helpers import count_rows, make_event, make_events
+
+from anysentry.events.model import AgentEvent
+from anysentry.store.client import Store, StoreError, chdb_client, event_columns
+from anysentry.store.settings import StoreSettings
+
+
+def test_insert_and_latest_revision_wins(store):
+    first = make_event("evt_a", decisionStatus="pending", verdict="escalate", reason="awaiting L1/L2 judgment")
+    final = AgentEvent.from_dict(
+        first.to_dict() | {"decisionStatus": "succeeded", "verdict": "block", "reason": "L2: bad",
+                           "decisionUpdatedAt": first.at + 500, "tier": "Llm"}
+    )
+    # Insert the newer revision first: ordering by decisionUpdatedAt, not by arrival, decides.
+    assert store.insert_events([final]) == 1
+    store.insert_events([first, make_event("evt_b")])
+    assert count_rows(store) == 3
+    latest = store.latest_events(["evt_a", "evt_b", "evt_missing"])
+    assert set(latest) == {"evt_a", "evt_b"}
+    assert latest["evt_a"].verdict == "block" and latest["evt_a"].decisionStatus == "succeeded"
+    assert latest["evt_a"].decisionUpdatedAt == first.at + 500
+    assert store.count_distinct_events() == 2
+    assert store.count_distinct_events(since_ms=first.at + 10_000_000) == 0
+    assert store.latest_events([]) == {}
+
+
+def test_json_fields_round_trip_into_agent_event(store):
+    event = make_event(
+        "evt_json",
+        attributes={"pid": 42, "argv": "curl x | sh", "ok": True, "ratio": 0.5, "uni": "ü→"},
+        process={"pid": 42, "comm": "bash", "argv": ["bash", "-c", "x"]},
+        attribution={"monitored": True, "classification": "confirmed_agent", "confidence": 1},
+        judgment=None,
+        riskScore=87.5,
+        tokenCount=12,
+        latencyMs=3.25,
+        rawPreview='{"event":{"ToolExec":{}}}',
+    )
+    store.insert_events([event])
+    back = store.latest_events(["evt_json"])["evt_json"]
+    assert back == event
+    row = store.query_dicts(f"SELECT attributes, judgment FROM {store.events_table}")[0]
+    assert row["judgment"] == "null"
+    assert AgentEvent.from_dict(store.query_dicts(f"SELECT * FROM {store.events_table}")[0]) == event
+
+
+def test_unset_revision_time_is_the_event_time(store):
+    event = make_event("evt_rev0", decisionUpdatedAt=0)
+    assert event_columns([event])[22][0] == event.at
+    store.insert_events([event])
+    assert store.latest_events(["evt_rev0"])["evt_rev0"].decisionUpdatedAt == event.at
+    assert store.existing_revisions([event]) == {("evt_rev0", event.at)}
+
+
+def test_existing_revisions_sees_only_stored_pairs(store):
+    events = make_events(5)
+    store.insert_events(events[:3])
+    found = store.existing_revisions(events)
+    assert found == {(e.eventId, e.decisionUpdatedAt) for e in events[:3]}
+
+
+def test_stores_with_different_databases_share_one_chdb_client(store, store_settings):
+    other_settings = StoreSettings(
+        data_dir=store_settings.data_dir, chdb_dir=store_settings.chdb_dir, database=store_settings.database + "_b"
+    )
+    other = Store(other_settings).open()
+    try:
+        assert other.client is store.client is chdb_client(store_settings.chdb_path)
+        other.insert_events(make_events(3))
+        assert count_rows(other) == 3 and count_rows(store) == 0
+    finally:
+        other.command(f"DROP DATABASE IF EXISTS `{other.database}` SYNC")
+
+
+def test_a_second_chdb_path_is_refused(store, tmp_path):
+    with pytest.raises(StoreError, match="one chdb path per process"):
+        chdb_client(str(tmp_path / "another"))
+
+
+def test_generic_sql_and_ping(store):
+    store.insert_events(make_events(4))
+    assert store.ping()
+    assert store.query_rows(f"SELECT count() FROM {store.events_table} WHERE agentId = {{a:String}}", {"a": "agent-1"}) == [(4,)]
+    assert store.query_dicts("SELECT 1 AS one") == [{"one": 1}]
+    assert store.table("alerts") == f"`{store.database}`.`alerts`"
+
+
+async def test_async_twins_run_off_the_loop(store):
+    events = make_events(3)
+    assert await store.ainsert_events(events) == 3
+    assert await store.acount_distinct_events() == 3
+    latest = await store.alatest_events([events[0].eventId])
+    assert latest[events[0].eventId] == events[0]
+    assert await store.aping()
+    rows, dicts = await asyncio.gather(
+        store.aquery_rows(f"SELECT count() FROM {store.events_table}"),
+        store.run(store.query_dicts, "SELECT 2 AS two"),
+    )
+    assert rows == [(3,)] and dicts == [{"two": 2}]
+
+
+@pytest.mark.clickhouse
+def test_against_a_real_server(store_database):
+    import os
+
+    if not os.environ.get("CLICKHOUSE_URL"):
+        pytest.skip("CLICKHOUSE_URL is not set")
+    server = Store(StoreSettings.from_env(database=store_database)).open()
+    try:
+        assert server.mode == "clickhouse" and server.ping()
+        event = make_event("evt_server")
+        server.insert_events([event])
+        assert server.latest_events(["evt_server"])["evt_server"] == event
+    finally:
+        server.command(f"DROP DATABASE IF EXISTS `{store_database}` SYNC")
+        server.close()
