@@ -58,9 +58,9 @@ _SEPARATORS = re.compile(r"[\s.\-]+")
 
 def canonical_kind(raw: object) -> str:
     """Alias-normalise a producer kind; unknown non-empty values are kept verbatim, empty gives ''."""
-    if raw is None:
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
         return ""
-    text = str(raw).strip()
+    text = str(raw).strip()[:256]
     if not text:
         return ""
     key = _SEPARATORS.sub("_", text.lower())

@@ -19,6 +19,8 @@ from anysentry.events.timefmt import now_ms, parse_time
 UNPARSEABLE = "unparseable event"
 RAW_PREVIEW_LIMIT = 1800
 JUDGE_SUBJECT_LIMIT = 32 * 1024
+SUBJECT_LIMIT = 240
+KIND_LIMIT = 128
 DEFAULT_LLM_ENDPOINTS = "api.anthropic.com,api.openai.com,api.deepseek.com"
 
 
@@ -47,7 +49,7 @@ _COPIED = (
     "pid", "ppid", "uid", "cwd", "comm", "exe", "cgroup", "systemdUnit", "hostId", "eventTimeNs", "startTimeNs",
     "peer", "port", "query", "path", "sni", "kind", "prompt_tokens", "completion_tokens", "argv_truncated",
     "argv_incomplete", "exec_confirmed", "argv_source", "captured_argc", "captured_bytes", "observed_argc",
-    "observed_bytes",
+    "observed_bytes", "model", "detail", "write", "exit_code", "signal",
 )
 _PROCESS_KEYS = {
     "pid": "pid", "ppid": "ppid", "uid": "uid", "comm": "comm", "exe": "exe", "cwd": "cwd", "cgroup": "cgroup",
@@ -91,8 +93,11 @@ def _text(value: object) -> str:
 
 
 def _given(item: dict, key: str, limit: int = 512) -> str:
-    """An explicit identity field from the request: a non-empty scalar, trimmed and bounded."""
-    return _text(item.get(key)).strip()[:limit]
+    """An explicit identity field from the request: a non-empty scalar, redacted, trimmed, bounded."""
+    value = item.get(key)
+    if value is None:
+        return ""
+    return redact_text(_text(value).strip()[:limit])
 
 
 def _process(raw: object) -> dict | None:
@@ -139,13 +144,24 @@ def _duration_ms(value: object) -> float:
     return 0.0
 
 
+_MAX_EXACT = 2.0**53
+
+
 def _number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """A finite, non-negative count bounded to what a float holds exactly; anything else is 0."""
+    if isinstance(value, bool):
+        return 0.0
+    if isinstance(value, str):
         try:
-            return float(value) if isinstance(value, str) else 0.0
+            value = float(value)
         except ValueError:
             return 0.0
-    return float(value) if value == value and abs(value) != float("inf") else 0.0
+    if not isinstance(value, (int, float)):
+        return 0.0
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")):
+        return 0.0
+    return max(0.0, min(number, _MAX_EXACT))
 
 
 def _llm_match(endpoints: tuple[str, ...], kind: str, inner: dict) -> str | None:
@@ -173,27 +189,30 @@ def _subjects(kind: str, inner: dict, argv: list[str]) -> tuple[str, str | None]
         port = inner.get("port")
         port_text = _text(port) if isinstance(port, (int, str)) and not isinstance(port, bool) and _text(port) else ""
         stored = f"egress → {peer}" + (f":{port_text}" if port_text else "")
-        return redact_text(stored), f"{peer}:{port_text or 0}"
+        return redact_text(stored)[:SUBJECT_LIMIT], f"{peer}:{port_text or 0}"[:JUDGE_SUBJECT_LIMIT]
     if kind == K.DNS:
         query = _text(inner.get("query"))
-        return redact_text(f"dns {query}"), query
+        return redact_text(f"dns {query}")[:SUBJECT_LIMIT], query[:JUDGE_SUBJECT_LIMIT]
     if kind == K.FILE_ACCESS:
         path = _text(inner.get("path"))
-        return redact_text(f"file {path}"), path
+        return redact_text(f"file {path}")[:SUBJECT_LIMIT], path[:JUDGE_SUBJECT_LIMIT]
     if kind == K.FILE_DELETE:
-        return redact_text(f"file {_text(inner.get('path'))}"), None
+        return redact_text(f"file {_text(inner.get('path'))}")[:SUBJECT_LIMIT], None
     if kind == K.SSL_CONTENT:
         content = inner.get("content")
         return "ssl content", (content if isinstance(content, str) else _text(content))[:JUDGE_SUBJECT_LIMIT]
     if kind == K.SECURITY_ACTION:
         action, detail = _text(inner.get("kind")), _text(inner.get("detail"))
-        return redact_text(f"security {action}"), f"{action} {detail}".strip() if detail else action
+        judged = f"{action} {detail}".strip() if detail else action
+        return redact_text(f"security {action}")[:SUBJECT_LIMIT], judged[:JUDGE_SUBJECT_LIMIT]
     if kind == K.LLM_CALL:
-        return redact_text(f"llm {_text(inner.get('sni')) or _text(inner.get('peer'))}"), None
+        return redact_text(f"llm {_text(inner.get('sni')) or _text(inner.get('peer'))}")[:SUBJECT_LIMIT], None
     return kind, None
 
 
 def _attributes(kind: str, inner: dict, argv: list[str], identity: dict, item: dict, source: SourceContext | None) -> dict:
+    # OTLP attribute values may be longer (§5.3); the OTLP parser asks for it on its items
+    value_limit = 500 if item.get("attributeValueLimit") == 500 else 240
     attrs: dict = {}
     for key in _COPIED:
         value = inner.get(key)
@@ -202,18 +221,18 @@ def _attributes(kind: str, inner: dict, argv: list[str], identity: dict, item: d
         if is_sensitive_key(key) and key != "kind":
             attrs[key] = REDACTED
             continue
-        cleaned = clean_value(value, 240)
+        cleaned = clean_value(value, value_limit)
         if cleaned is not None:
             attrs[key] = cleaned
     if kind == K.TOOL_EXEC:
         attrs["argv"] = redact_text(" ".join(argv))[:300]
     task = identity.get("task")
     if task is not None and not isinstance(task, (dict, list)):
-        attrs["observerTask"] = _text(task)[:240]
+        attrs["observerTask"] = redact_text(_text(task)[:240])
     attrs["observerKind"] = kind
     extra = item.get("attributes")
     if isinstance(extra, dict) and extra:
-        attrs.update(sanitize_attributes(extra, max_keys=max(0, 120 - len(attrs))))
+        attrs.update(sanitize_attributes(extra, max_keys=max(0, 120 - len(attrs)), max_value=value_limit))
     collector = _given(item, "collectorId") or (source.collectorId if source else "")
     if collector:
         attrs["collectorId"] = collector
@@ -289,7 +308,10 @@ def normalize(
     if isinstance(line, dict):
         record = line
         text = item.get("lineText")
-        line_text = text if isinstance(text, str) else orjson.dumps(record).decode()
+        try:
+            line_text = text if isinstance(text, str) else orjson.dumps(_clean_tree(record)).decode()
+        except (TypeError, orjson.JSONEncodeError):
+            return Rejection(UNPARSEABLE)
     elif isinstance(line, str):
         parsed = parse_line(line)
         if isinstance(parsed, Rejection):
@@ -307,26 +329,28 @@ def normalize(
     inner = payload[line_kind]
     if inner is None:
         inner = {}
-    if not isinstance(line_kind, str) or not isinstance(inner, dict):
+    if not isinstance(line_kind, str) or not isinstance(inner, dict) or not line_kind.strip():
         return Rejection(UNPARSEABLE)
     if line_kind == K.COLLECTOR_HEARTBEAT:
         return Heartbeat(heartbeat_payload(inner, item))
     event_source = _given(item, "source") or default_source
     if event_source not in ("observer", "synthetic", "api"):
         event_source = default_source
-    if line_kind not in K.RECORDED_KINDS and event_source == "observer":
-        return Rejection(UNPARSEABLE)
+    if line_kind not in K.RECORDED_KINDS:
+        if event_source == "observer":
+            return Rejection(UNPARSEABLE)
+        line_kind = redact_text(line_kind.strip())[:KIND_LIMIT]
 
     settings = settings or default_settings()
     identity = record.get("identity")
     if not isinstance(identity, dict):
         identity = {}
-    id_agent = _text(identity.get("agent")).strip()
-    id_session = _text(identity.get("session")).strip()
-    id_task = _text(identity.get("task")).strip()
+    id_agent = redact_text(_text(identity.get("agent")).strip()[:512])
+    id_session = redact_text(_text(identity.get("session")).strip()[:512])
+    id_task = redact_text(_text(identity.get("task")).strip()[:256])
 
     agent_id = _given(item, "agentId") or id_agent or "unknown"
-    workspace = _given(item, "workspacePath", 1024) or _text(inner.get("cwd")).strip()[:1024] or (source.workspacePath if source else "") or f"agent://{agent_id}"
+    workspace = _given(item, "workspacePath", 1024) or redact_text(_text(inner.get("cwd")).strip()[:1024]) or (source.workspacePath if source else "") or f"agent://{agent_id}"
     session_id = _given(item, "sessionId") or id_session or id_agent or (f"task-{id_task}" if id_task else "session")
     run_id = _given(item, "runId") or id_session or id_agent or (f"task-{id_task}" if id_task else "") or session_id
     uid = inner.get("uid")
@@ -340,7 +364,7 @@ def normalize(
         stored_kind, subject = K.LLM_CALL, redact_text(f"LLM call → {llm_target}")
     explicit_kind = K.canonical_kind(item.get("eventKind"))
     if explicit_kind:
-        stored_kind = explicit_kind
+        stored_kind = explicit_kind if explicit_kind in K.CATEGORY_BY_KIND else redact_text(explicit_kind)[:KIND_LIMIT]
     explicit_subject = _given(item, "subject", 2000)
     if explicit_subject:
         subject = redact_text(explicit_subject)[:240]

@@ -13,13 +13,15 @@ import orjson
 
 REDACTED = "[redacted]"
 
-_VALUE_END = r"""[^"'\s,}&]+"""
-_BEARER = re.compile(r"""(?i)(authorization["']?\s*[:=]\s*["']?\s*(?:bearer|basic|token)\s+)""" + _VALUE_END)
-# a key that is, or ends with, one of the secret words (GITHUB_TOKEN, x-api-key, --password, "secret")
+_VALUE_END = r"""[^"'\s,}&\\]+"""
+_QUOTE = r"""(?:\\*["'])?"""
+_BEARER = re.compile(r"""(?i)(authorization""" + _QUOTE + r"""\s*[:=]\s*""" + _QUOTE + r"""\s*(?:bearer|basic|token)\s+)""" + _VALUE_END)
+# a key that is, or ends with, one of the secret words (GITHUB_TOKEN, x-api-key, --password, "secret");
+# no repeated prefix group before the word: that made matching quadratic on crafted input
 _ASSIGNMENT = re.compile(
-    r"""(?i)((?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_.-])*"""
+    r"""(?i)((?<![A-Za-z0-9])"""
     r"""(?:authorization|api[_-]?key|access[_-]token|refresh[_-]token|id[_-]token|token|secret|password|passwd|credential)"""
-    r"""["']?\s*[:=]\s*["']?)(?!\[redacted\]|(?:bearer|basic|token)\s+\[redacted\])""" + _VALUE_END
+    + _QUOTE + r"""\s*[:=]\s*""" + _QUOTE + r""")(?!\[redacted\]|(?:bearer|basic|token)\s+\[redacted\])""" + _VALUE_END
 )
 _SK_KEY = re.compile(r"sk-[A-Za-z0-9_-]{12,}")
 _MARKERS = ("author", "key", "token", "secret", "passw", "passwd", "credential", "sk-")
@@ -84,7 +86,7 @@ def sanitize_attributes(
     for raw_key, value in attrs.items():
         if len(out) >= max_keys:
             break
-        key = str(raw_key)[:max_key]
+        key = redact_text(str(raw_key))[:max_key]
         if not key:
             continue
         if is_sensitive_key(key):

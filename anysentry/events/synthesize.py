@@ -103,16 +103,22 @@ def _argv(event: dict, attrs: dict) -> tuple[list[str], bool]:
     return ["unknown"], False
 
 
-def _int(value: object) -> int | None:
+def _int(value: object, high: int = 2**32 - 1) -> int | None:
+    """A non-negative integer within [0, high] (pids, uids, ports, token counts), else None."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
+    if isinstance(value, float):
+        if not value.is_integer():
+            return None
+        value = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()) or len(text) > 20:
+            return None
+        value = int(text)
+    if not isinstance(value, int):
+        return None
+    return value if 0 <= value <= high else None
 
 
 def _inner(kind: str, event: dict, attrs: dict) -> dict:
@@ -132,7 +138,7 @@ def _inner(kind: str, event: dict, attrs: dict) -> dict:
             inner["argv_incomplete"] = True
     elif kind == K.EGRESS:
         inner["peer"] = _scalar(_first(event, "peer", "endpoint")) or "unknown"
-        port = _int(event.get("port"))
+        port = _int(event.get("port"), 65535)
         if port is not None:
             inner["port"] = port
         sni = _scalar(event.get("sni"))
@@ -149,13 +155,16 @@ def _inner(kind: str, event: dict, attrs: dict) -> dict:
         inner["sni"] = inner["peer"] = target
         if kind == K.LLM_API:
             for src, dst in (("promptTokens", "prompt_tokens"), ("completionTokens", "completion_tokens")):
-                value = _int(event.get(src))
+                value = _int(event.get(src), 2**53)
                 if value is not None:
                     inner[dst] = value
     elif kind == K.SSL_CONTENT:
         content = _first(event, "content", "data")
         if content is not None and not isinstance(content, str):
-            content = orjson.dumps(content, default=str).decode()
+            try:
+                content = orjson.dumps(content, default=str).decode()
+            except (TypeError, orjson.JSONEncodeError):
+                content = str(content)[:CONTENT_MAX]
         inner["content"] = (content or "")[:CONTENT_MAX]
         inner["is_read"] = event.get("isRead") is True
     elif kind == K.SECURITY_ACTION:
@@ -182,7 +191,8 @@ def event_item(event: object, defaults: dict | None = None, *, index: int | None
     if not isinstance(event, dict):
         return Rejection("invalid batch item", index)
     if defaults:
-        event = {**{k: v for k, v in defaults.items() if k in DEFAULTABLE and v not in (None, "")}, **{k: v for k, v in event.items() if v not in (None, "")}}
+        given = {k: v for k, v in event.items() if v not in (None, "") and not (k in DEFAULTABLE and isinstance(v, (dict, list)))}
+        event = {**{k: v for k, v in defaults.items() if k in DEFAULTABLE and v not in (None, "")}, **given}
     attrs = event.get("attributes") if isinstance(event.get("attributes"), dict) else {}
     kind = infer_kind(event)
     if kind == K.COLLECTOR_HEARTBEAT:

@@ -7,6 +7,9 @@ import time
 from datetime import datetime, timezone
 
 
+MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -21,7 +24,8 @@ def parse_time(value: object, default: int | None = None) -> int:
     if isinstance(value, (int, float)):
         if not math.isfinite(value) or value < 0:
             return fallback
-        return int(value) if value > 1e10 else int(value * 1000)
+        ms = int(value) if value > 1e10 else int(value * 1000)
+        return ms if ms <= MAX_MS else fallback
     if not isinstance(value, str):
         return fallback
     text = value.strip()
@@ -41,9 +45,10 @@ def parse_time(value: object, default: int | None = None) -> int:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     try:
-        return int(parsed.timestamp() * 1000)
+        ms = int(parsed.timestamp() * 1000)
     except (OverflowError, OSError, ValueError):
         return fallback
+    return ms if 0 <= ms <= MAX_MS else fallback
 
 
 def display_time(ms: int | float | None) -> str:

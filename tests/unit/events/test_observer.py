@@ -240,3 +240,39 @@ def test_secret_canaries_never_serialised():
         assert secret not in blob
     # the judge still sees the raw argv for this event only in memory
     assert canary in obs.judge_subject
+
+
+def test_redaction_is_linear_on_crafted_input():
+    """A repeated key-like prefix must not make redaction quadratic (it runs on every raw line)."""
+    import time
+
+    from anysentry.events.redact import redact_text
+
+    crafted = "token " + "a_" * 16_000
+    started = time.perf_counter()
+    redact_text(crafted)
+    redact_text("password" + "-x" * 16_000)
+    # generous bound: quadratic behaviour took seconds here, linear takes milliseconds
+    assert time.perf_counter() - started < 1.0
+
+
+def test_identity_fields_and_kinds_are_redacted():
+    canary = "sk-CANARYabcdefghijklmnop"
+    obs = normalize({"line": line({"Dns": {"pid": 1, "query": "q", "cwd": f"/w/{canary}"}},
+                                  identity={"agent": f"token={canary}", "session": canary, "task": canary}),
+                     "collectorId": canary, "nodeName": canary, "traceId": canary, "runId": canary}, default_source="observer")
+    assert canary not in obs.event.to_json().decode()
+    api = normalize({"line": {"identity": {"agent": "a"}, "event": {f"password={canary}": {"x": 1}}}}, default_source="api")
+    assert canary not in api.event.to_json().decode()
+
+
+def test_absurd_numbers_never_break_serialisation():
+    from anysentry.events.synthesize import event_item
+
+    for event in ({"kind": "tool", "command": "ls", "pid": 1e30, "uid": -5},
+                  {"kind": "egress", "peer": "x", "port": 10**20},
+                  {"kind": "llm_api", "promptTokens": 1e300, "completionTokens": "²"},
+                  {"kind": "dns", "query": "q", "at": 1e300, "tokenCount": "nan", "latencyMs": "1e400"}):
+        obs = normalize(event_item(event), default_source="api")
+        assert isinstance(obs, Observation)
+        obs.event.to_json()
