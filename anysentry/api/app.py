@@ -22,6 +22,7 @@ log = logging.getLogger("anysentry.api")
 API_BASE = "/security-center"
 DEFAULT_PORT = 29653
 SERVICES = web.AppKey("services", Services)
+SETTINGS = web.AppKey("settings", object)
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def route_modules() -> list:
 def build_app(services: Services, settings: ApiSettings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[cors_middleware, errors_middleware])
     app[SERVICES] = services
-    app["settings"] = settings
+    app[SETTINGS] = settings
     for module in route_modules():
         app.add_routes(module.ROUTES)
     app.on_startup.append(_startup)

@@ -63,7 +63,7 @@ async def read_bytes(request: web.Request) -> bytes:
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
-        raise ApiError(413, f"request body too large (limit {request.app['settings'].max_body_bytes} bytes)") from exc
+        raise ApiError(413, f"request body too large (limit {request.app._client_max_size} bytes)") from exc
 
 
 async def read_json(request: web.Request, *, required: bool = False, allow_any_type: bool = False) -> object:

@@ -6,8 +6,14 @@ from aiohttp import web
 
 from anysentry.api.app import SERVICES, management
 from anysentry.api.auth import actor_from
-from anysentry.api.http import ApiError, ok, read_object
-from anysentry.judge.policy import PolicyError
+from anysentry.api.http import ApiError, clamp_int, ok, read_object
+from anysentry.events.timefmt import display_time, now_ms
+from anysentry.judge.policy import PolicyError, sanitize_policy
+from anysentry.judge.replay import StoredDecision, simulate
+from anysentry.store.window import TimeWindow
+
+REPLAY_MAX_EVENTS = 20_000
+_REPLAY_COLUMNS = ", ".join(StoredDecision.__slots__)
 
 
 def config_view(services) -> dict:
@@ -47,7 +53,36 @@ async def put_config(request: web.Request) -> web.Response:
     return ok(config_view(services))
 
 
+async def simulate_policy(request: web.Request) -> web.Response:
+    """Replay a draft policy over stored events in the window (§11.4); nothing is stored."""
+    management(request)
+    body = await read_object(request)
+    services = request.app[SERVICES]
+    draft = body.get("policy") if isinstance(body.get("policy"), dict) else {}
+    window = TimeWindow.from_body(body)
+    limit = clamp_int(body.get("limit"), 1, 500, 120)
+    await services.writer.sync()
+    sql = (f"SELECT {_REPLAY_COLUMNS} FROM {services.store.events_table} "
+           "WHERE at >= {start:UInt64} AND at <= {end:UInt64} "
+           "ORDER BY at DESC, decisionUpdatedAt DESC LIMIT 1 BY eventId LIMIT {cap:UInt32}")
+    try:
+        rows = await services.store.aquery_rows(sql, {"start": window.start, "end": window.end, "cap": REPLAY_MAX_EVENTS})
+    except Exception as exc:
+        raise ApiError(503, f"store unavailable: {str(exc)[:200]}") from exc
+    try:
+        result = simulate(sanitize_policy(draft), [StoredDecision(*row) for row in rows], limit=limit, display=display_time)
+    except PolicyError as exc:
+        raise ApiError(400, str(exc)) from exc
+    result["updateTime"] = display_time(now_ms())
+    summary = result["summary"]
+    services.audit.record("policy.simulated", "policy", "policy",
+                          f"policy simulated: {summary['changedEvents']} of {summary['evaluatedEvents']} events would change",
+                          actor=actor_from(request), details={"policyVersion": result["policyVersion"], **summary})
+    return ok(result)
+
+
 ROUTES = [
+    web.post("/security-center/config/simulate", simulate_policy),
     web.get("/security-center/config", get_config),
     web.put("/security-center/config", put_config),
 ]

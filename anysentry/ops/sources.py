@@ -264,8 +264,8 @@ class SourceRegistry:
         source_id = _clean(body.get("sourceId"), 160) or hash_id(
             "src", [at, name, _clean(body.get("collectorId")), _clean(body.get("workspacePath"), 1024)])
         record = self._new_record(source_id, body, at)
-        token = self._issue_token(record, at)
         self._by_id[source_id] = record
+        token = self._issue_token(record, at)
         self._touch(record, changed=True)
         return record, token
 

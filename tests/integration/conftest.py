@@ -76,7 +76,7 @@ async def make_api(tmp_path, chdb_path, store_database):
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
-        session = aiohttp.ClientSession()
+        session = aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}")
         client = ApiClient(session, services, port, headers or {})
         started.append((runner, session, client))
         return client
