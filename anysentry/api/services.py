@@ -89,6 +89,8 @@ class Services:
         self.check_in_listeners: list = []  # (source record | None, body, status) → alerts
         self.startup_hooks: list = []  # async callables run after state is loaded (ops, demo feed, config folder)
         self.shutdown_hooks: list = []
+        from anysentry.ops import alerts  # check-ins raise alerts; pending deliveries get a grace period
+        alerts.attach(self)
 
     async def start(self) -> None:
         try:
