@@ -27,7 +27,7 @@ async def call(session, method, url, json=None):
         return resp.status, await resp.json()
 
 
-async def eventually(check, timeout: float = 30.0):
+async def eventually(check, timeout: float = 90.0):
     deadline = time.monotonic() + timeout
     while True:
         result = await check()
@@ -96,7 +96,7 @@ async def test_serve_demo_and_configuration_folder(serve, config_dir):
             _, body = await call(session, "GET", base + "/config")
             return "renamed-by-test" in [r["name"] for r in body["data"]["policy"]["rules"]]
 
-        assert await eventually(reloaded, 20), log.read_text()
+        assert await eventually(reloaded, 60), log.read_text()
 
         # a broken file is reported, never applied, and the service keeps running
         policy.write_text(text.replace("match:", "match: '(unclosed' #", 1))
