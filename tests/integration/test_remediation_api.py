@@ -8,7 +8,6 @@ import re
 import time
 from datetime import datetime, timezone
 
-import aiohttp
 import pytest
 
 from anysentry.events.ids import hash_id
@@ -21,21 +20,6 @@ AGENT = {"classification": "confirmed_agent", "monitored": True}
 INVESTIGATE_STEPS = ["review_evidence", "scope_impact", "mitigate"]
 
 
-@pytest.fixture
-async def start(make_api):
-    """`make_api` with a client session bound to the server's base URL."""
-    sessions = []
-
-    async def go(**kw):
-        client = await make_api(**kw)
-        if getattr(client.session, "_base_url", None) is None:
-            client.session = aiohttp.ClientSession(base_url=client.url)
-            sessions.append(client.session)
-        return client
-
-    yield go
-    for session in sessions:
-        await session.close()
 
 
 def now_ms() -> int:
@@ -67,8 +51,8 @@ async def incident_of(api, session: str) -> dict:
     return items[0]
 
 
-async def test_generation_merge_and_updates(start):
-    api = await start(admin_token=TOKEN)
+async def test_generation_merge_and_updates(make_api):
+    api = await make_api(admin_token=TOKEN)
     await ingest(api, tool("s1"), tool("s2"))
     acked = await incident_of(api, "s2")
     await api.data("PUT", f"/incidents/{acked['incidentId']}", {"status": "acknowledged"}, headers=AUTH)
@@ -136,8 +120,8 @@ async def test_generation_merge_and_updates(start):
                                                                    endTime="2020-01-02 00:00:00"))["items"]}
 
 
-async def test_list_filters_and_pinning(start):
-    api = await start()
+async def test_list_filters_and_pinning(make_api):
+    api = await make_api()
     await ingest(api, tool("s1"), tool("s2", command=REVERSE, ws="/other", agent="r2"))
     listing = await tasks(api)
     one = next(t for t in listing["items"] if t["sourceType"] == "incident" and t["workspacePath"] == "/r")
@@ -162,8 +146,8 @@ async def test_list_filters_and_pinning(start):
     assert len((await tasks(api, limit=1))["items"]) == 1
 
 
-async def test_overdue_scan_without_recursive_tasks(start):
-    api = await start()
+async def test_overdue_scan_without_recursive_tasks(make_api):
+    api = await make_api()
     engine = api.services.ops
     await ingest(api, tool("s1"))
     await api.data("POST", "/coverage/overview", {})  # opens coverage.issue alerts: they never make tasks
@@ -208,8 +192,8 @@ async def test_overdue_scan_without_recursive_tasks(start):
     assert overdue[objective_task["taskId"]]["status"] == "open"
 
 
-async def test_plan_next_actions(start):
-    api = await start()
+async def test_plan_next_actions(make_api):
+    api = await make_api()
     engine = api.services.ops
     await ingest(api, tool("crit", command=REVERSE), tool("open"), tool("blocked"), tool("prog"), tool("done"))
     await api.data("POST", "/collectors/heartbeat", {"collectorId": "c-down", "nodeName": "n1"}, expect=201)
@@ -258,15 +242,15 @@ async def test_plan_next_actions(start):
     assert plan["summary"]["overdueActions"] == 1 and plan["actions"][2]["overdue"] is True
 
 
-async def test_task_state_survives_restart(start, tmp_path, store_database):
-    api = await start(database=store_database, data_dir=tmp_path / "d")
+async def test_task_state_survives_restart(make_api, tmp_path, store_database):
+    api = await make_api(database=store_database, data_dir=tmp_path / "d")
     await ingest(api, tool("s1"))
     task = next(t for t in (await tasks(api))["items"] if t["sourceType"] == "incident")
     await api.data("PUT", f"/remediations/{task['taskId']}", {"status": "in_progress", "owner": "bob", "note": "on it",
                                                               "completedStepIds": ["review_evidence", "mitigate"]})
     await api.services.flush_state()
     await api.services.stop()
-    again = await start(database=store_database, data_dir=tmp_path / "d")
+    again = await make_api(database=store_database, data_dir=tmp_path / "d")
     kept = (await tasks(again, taskId=task["taskId"]))["items"][0]
     assert (kept["status"], kept["owner"], kept["note"]) == ("in_progress", "bob", "on it")
     assert [s["done"] for s in kept["steps"]] == [True, False, True]
