@@ -85,7 +85,7 @@ async def cors_middleware(request: web.Request, handler):
 
 ROUTE_MODULES = ("ingest", "sources", "health", "config", "events", "incidents", "alerts", "notifications",
                  "objectives", "maintenance", "coverage", "remediations", "inventory", "evidence", "audit",
-                 "capabilities")
+                 "capabilities", "models")
 
 
 def route_modules() -> list:

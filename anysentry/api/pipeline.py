@@ -75,7 +75,8 @@ class IngestPipeline:
         self.writer = writer
         self.metrics = metrics
         self.judge = judge  # returns the current Judge: a policy change applies to the next event
-        self.listeners: list[Callable[[list[AgentEvent]], None]] = []
+        self.listeners: list[Callable[[list[AgentEvent]], None]] = []  # receive final decisions only
+        self.tiers = None  # anysentry.api.tiers.DeeperTiers, set by tiers.attach()
 
     def _judge(self, obs: Observation) -> AgentEvent | None:
         judge = self.judge()
@@ -83,7 +84,10 @@ class IngestPipeline:
         if outcome is None:
             return None
         decision, judgment = outcome
-        return apply_decision(obs.event, decision, policy_version=judge.version, judgment=judgment)
+        event = apply_decision(obs.event, decision, policy_version=judge.version, judgment=judgment)
+        if self.tiers is not None:
+            self.tiers.prepare(obs, event, judge)  # an L1 escalation for L2/L3 becomes `pending`
+        return event
 
     async def ingest(self, parsed: ParsedBody, *, headers=None, default_type: str = "custom",
                      default_source: str = "api", now: int | None = None) -> IngestOutcome:
@@ -149,6 +153,8 @@ class IngestPipeline:
             label = outcome.source_id or "none"
             for event in outcome.events:
                 self.metrics.ingested.labels(label, event.verdict).inc()
-            for listener in self.listeners:
-                listener(outcome.events)
+            final = self.tiers.dispatch(outcome.events) if self.tiers is not None else outcome.events
+            if final:
+                for listener in self.listeners:
+                    listener(final)
         return outcome

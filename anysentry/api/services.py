@@ -20,6 +20,7 @@ from anysentry.ops.collectors import CollectorRegistry
 from anysentry.ops.engine import OpsEngine
 from anysentry.ops.sources import SourceRegistry
 from anysentry.store.client import Store
+from anysentry.store.queries import EventQueries
 from anysentry.store.settings import StoreSettings
 from anysentry.store.state import ConfigStore, StateTable
 from anysentry.store.wal import WriteAheadLog
@@ -80,7 +81,7 @@ class Services:
         self.audit = AuditLog()
         self.pipeline = IngestPipeline(sources=self.sources, collectors=self.collectors, writer=self.writer,
                                        metrics=self.metrics, judge=self.policy.current)
-        self.queries = None  # event reads (anysentry.store.queries.EventQueries), set by the app factory
+        self.queries = EventQueries(self.store)
         self.ops = OpsEngine(sources=self.sources, collectors=self.collectors, audit=self.audit,
                              queries=self.queries, store=self.store).setup()
         self.pipeline.listeners.append(self.ops.on_events)
@@ -89,6 +90,8 @@ class Services:
         self.check_in_listeners: list = []  # (source record | None, body, status) → alerts
         self.startup_hooks: list = []  # async callables run after state is loaded (ops, demo feed, config folder)
         self.shutdown_hooks: list = []
+        from anysentry.api.tiers import attach  # tiers subclass PolicyState from here
+        self.tiers = attach(self)  # L2/L3: judge with usable tiers, pending rows, model connections
         from anysentry.ops import alerts  # check-ins raise alerts; pending deliveries get a grace period
         alerts.attach(self)
 
