@@ -17,19 +17,13 @@ _REPLAY_COLUMNS = ", ".join(StoredDecision.__slots__)
 
 
 def config_view(services) -> dict:
+    """The policy, tier availability and connection status (never keys)."""
     policy = services.policy
-    llm = policy.policy.get("llm") or None
-    deep = policy.policy.get("deepModel") or None
     return {
         "policy": policy.policy,
         "policyVersion": policy.version,
         "status": policy.tier_status(),
-        "connections": {
-            "fast_review": {"configured": bool(llm), "url": (llm or {}).get("url"), "model": (llm or {}).get("model"),
-                            "keyConfigured": policy.key_configured("fast_review")},
-            "deep_investigation": {"configured": bool(deep), "url": (deep or {}).get("url"), "model": (deep or {}).get("model"),
-                                   "keyConfigured": policy.key_configured("deep_investigation")},
-        },
+        "connections": services.tiers.views(policy.policy),
     }
 
 
