@@ -48,17 +48,6 @@ class PolicyState:
     def current(self) -> Judge:
         return self.judge
 
-    def key_configured(self, profile: str) -> bool:
-        """Model keys live only in the environment or a Secret, never in the stored policy."""
-        import os
-        prefix = "A3S_SENTRY_LLM_" if profile == "fast_review" else "A3S_SENTRY_L3_"
-        return bool(os.environ.get(prefix + "API_KEY"))
-
-    def tier_status(self) -> dict:
-        return {"l1": True,
-                "l2": bool(self.policy.get("llm")) and self.key_configured("fast_review"),
-                "l3": bool(self.policy.get("agent")) and bool(self.policy.get("deepModel")) and self.key_configured("deep_investigation")}
-
 
 @dataclass
 class Services:
