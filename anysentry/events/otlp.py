@@ -71,7 +71,7 @@ import orjson
 
 from anysentry.events import kinds as K
 from anysentry.events.errors import BodyError
-from anysentry.events.falco import (
+from anysentry.events.producer_body import (
     bounded_int,
     clean_attributes,
     dumps_preview,

@@ -34,7 +34,7 @@ import re
 import shlex
 
 from anysentry.events import kinds as K
-from anysentry.events.falco import (
+from anysentry.events.producer_body import (
     bounded_int,
     cap_documents,
     clean_attributes,
