@@ -15,6 +15,7 @@ COMMANDS = {
     "api": ("anysentry.api.command", "the ingest/judge/query API service (cluster Deployment)"),
     "judge": ("anysentry.judge.command", "judge observer NDJSON from stdin, one decision line per event"),
     "crds": ("anysentry.resources.command", "render the CRD manifests from the models"),
+    "operator": ("anysentry.operator.command", "the Kubernetes operator (kopf)"),
 }
 
 

@@ -1,0 +1,401 @@
+"""REST management and the custom resources converge on one state in a cluster (SPEC §1, §22).
+
+The api replicas run this when `ANYSENTRY_KUBE_NAMESPACE` is set (the operator renders it):
+
+- REST → CR: a source created or changed through `POST /sources`, `PUT /sources/:id` or
+  `POST /sources/:id/rotate-token` is written as a `Source` resource (`write_source`): spec from the
+  record; annotations `anysentry.io/source-id` (when the id is not the one the name implies) and the
+  token's hash, preview and issue time with `anysentry.io/token-issuer: api` (the token itself went
+  to the REST caller and is nowhere else). `write_objective`, `write_window` and `write_policy` do
+  the same for objectives, maintenance windows and the policy (`PUT /config` writes Policy
+  `default`), for the lead to call from those routes.
+- CR → api: `SourceMirror.run()` watches the namespace's `Source`, `Objective` and
+  `MaintenanceWindow` resources and applies each onto the replica's registry and books (the same ids
+  the operator uses), so a `kubectl apply` appears in `/sources/list` within a watch event.
+
+Wiring (in `anysentry api`, done by the lead):
+
+    from anysentry.operator import mirror
+    mirror.attach(services)   # no-op outside a cluster
+
+which appends `SourceMirror.on_source_change` to `services.sources.change_listeners` and starts the
+watch from a startup hook. Writes made while applying a watched object are not written back."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+from typing import Any
+
+from anysentry.operator.handlers_source import HASH, ISSUED, ISSUER, PREVIEW, SOURCE_ID, source_id_of, upsert_source
+from anysentry.operator.kube import Kube, KubeError
+from anysentry.operator.status import from_ms, rfc3339
+from anysentry.ops.standalone import resource_source_id
+from anysentry.resources.models import API_VERSION, GROUP, VERSION
+
+log = logging.getLogger("anysentry.mirror")
+
+FIELD_MANAGER = "anysentry-api"
+SOURCE_TYPES = ("observer", "forwarder", "webhook", "otel", "custom", "falco", "tetragon")
+WATCHED = {"Source": "sources", "Objective": "objectives", "MaintenanceWindow": "maintenancewindows"}
+
+
+# ---------------------------------------------------------------------------------------------
+# names
+
+
+def resource_name(text: str, fallback: str) -> str:
+    """A DNS-1123 subdomain from a display name (lower case, [a-z0-9-.], ≤ 63 here)."""
+    name = re.sub(r"[^a-z0-9.-]+", "-", (text or "").lower()).strip("-.")
+    name = re.sub(r"-{2,}", "-", name)[:50].strip("-.")
+    if not name:
+        name = re.sub(r"[^a-z0-9-]+", "-", fallback.lower()).strip("-")[:50] or "item"
+    return name
+
+
+def _suffix(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:6]
+
+
+def _apply(kube, manifest: dict) -> dict:
+    meta = manifest["metadata"]
+    from anysentry.operator.kube import path
+
+    return kube.request("PATCH", path(manifest["kind"], meta["namespace"], meta["name"]), manifest,
+                        query={"fieldManager": FIELD_MANAGER, "force": "true"},
+                        content_type="application/apply-patch+yaml")
+
+
+def _find_by_annotation(kube, kind: str, namespace: str, key: str, value: str) -> dict | None:
+    for obj in kube.list(kind, namespace):
+        if ((obj.get("metadata") or {}).get("annotations") or {}).get(key) == value:
+            return obj
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# REST → CR
+
+
+def source_spec(record: dict) -> dict:
+    """The Source spec of a registry record (within the CRD's bounds)."""
+    tags = []
+    for tag in record.get("tags") or []:
+        tag = str(tag).strip()[:64]
+        if tag and tag not in tags:
+            tags.append(tag)
+    spec: dict[str, Any] = {
+        "type": record.get("type") if record.get("type") in SOURCE_TYPES else "custom",
+        "enabled": bool(record.get("enabled", True)),
+        "requireToken": bool(record.get("requireToken", False)),
+    }
+    if record.get("tokenRotationDays") is not None:
+        spec["tokenRotationDays"] = max(0, min(3650, int(record["tokenRotationDays"])))
+    for key, limit in (("collectorId", 253), ("workspacePath", 1024), ("owner", 120), ("team", 120),
+                       ("environment", 64), ("note", 2000)):
+        value = str(record.get(key) or "")[:limit]
+        if value:
+            spec[key] = value
+    if tags:
+        spec["tags"] = tags[:32]
+    return spec
+
+
+def source_cr_name(kube, namespace: str, record: dict) -> tuple[str, dict | None]:
+    """(name, existing object) of the Source resource that holds `record`."""
+    sid = record["sourceId"]
+    existing = _find_by_annotation(kube, "Source", namespace, SOURCE_ID, sid)
+    if existing is not None:
+        return existing["metadata"]["name"], existing
+    prefix = resource_source_id(namespace, "")
+    if sid.startswith(prefix) and sid[len(prefix):]:
+        name = sid[len(prefix):]
+        if re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name):
+            return name, kube.get("Source", namespace, name)
+    name = resource_name(record.get("name", ""), sid)
+    taken = kube.get("Source", namespace, name)
+    if taken is not None and source_id_of(taken) != sid:
+        name = f"{name[:56]}-{_suffix(sid)}"
+        taken = kube.get("Source", namespace, name)
+    return name, taken
+
+
+def write_source(kube, namespace: str, record: dict, *, token_issued: bool = False) -> dict:
+    """Create or update the Source resource of a REST-managed source record (registry record, with
+    `tokenHash`). `token_issued`: the REST call issued a token (create, rotate-token)."""
+    name, existing = source_cr_name(kube, namespace, record)
+    annotations: dict[str, str] = {}
+    if record["sourceId"] != resource_source_id(namespace, name):
+        annotations[SOURCE_ID] = record["sourceId"]
+    if token_issued and record.get("tokenHash"):
+        annotations.update({HASH: record["tokenHash"], PREVIEW: record.get("tokenPreview", ""),
+                            ISSUED: rfc3339(from_ms(record.get("tokenIssuedAt"))) or "", ISSUER: "api"})
+    manifest = {"apiVersion": API_VERSION, "kind": "Source",
+                "metadata": {"name": name, "namespace": namespace,
+                             "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER}},
+                "spec": source_spec(record)}
+    if annotations:
+        manifest["metadata"]["annotations"] = annotations
+    return _apply(kube, manifest)
+
+
+def write_objective(kube, namespace: str, record: dict) -> dict:
+    """An objective record (SPEC §18) as an `Objective` resource."""
+    name = _name_for(kube, "Objective", namespace, record, "objectiveId", "obj")
+    target = {"type": record.get("targetType") or "global"}
+    if target["type"] != "global" and record.get("targetId"):
+        target["id"] = record["targetId"]
+    spec: dict[str, Any] = {"target": target, "metric": record.get("metric") or "coverage_score",
+                            "severity": record.get("severity") or "high", "enabled": bool(record.get("enabled", True))}
+    for key in ("comparator", "threshold"):
+        if record.get(key) is not None and record.get(key) != "":
+            spec[key] = record[key]
+    for key, limit in (("owner", 120), ("description", 1000)):
+        if record.get(key):
+            spec[key] = str(record[key])[:limit]
+    return _apply(kube, _custom("Objective", namespace, name, spec, record, "objectiveId", "obj"))
+
+
+def write_window(kube, namespace: str, record: dict) -> dict:
+    """A maintenance window record (SPEC §19) as a `MaintenanceWindow` resource."""
+    name = _name_for(kube, "MaintenanceWindow", namespace, record, "windowId", "mw")
+    target = {"type": record.get("targetType") or "all"}
+    if target["type"] != "all" and record.get("targetId"):
+        target["id"] = record["targetId"]
+    spec: dict[str, Any] = {"target": target, "startAt": rfc3339(from_ms(record.get("startAt"))),
+                            "endAt": rfc3339(from_ms(record.get("endAt"))), "enabled": bool(record.get("enabled", True))}
+    for key, limit in (("title", 200), ("reason", 500), ("owner", 120), ("note", 2000)):
+        if record.get(key):
+            spec[key] = str(record[key])[:limit]
+    return _apply(kube, _custom("MaintenanceWindow", namespace, name, spec, record, "windowId", "mw"))
+
+
+def write_policy(kube, namespace: str, policy: dict, name: str = "default") -> dict:
+    """`PUT /config` in a cluster: the policy as Policy `name`. Rules owned by other Policies of the
+    namespace (the merged view GET /config shows) are left out, so they are not duplicated."""
+    from anysentry.judge.policy import sanitize_policy
+
+    clean = sanitize_policy(policy)
+    config_map = kube.get("ConfigMap", namespace, os.environ.get("ANYSENTRY_POLICY_CONFIGMAP", "anysentry-policy"))
+    foreign = set()
+    for key, value in ((config_map or {}).get("data") or {}).items():
+        if key.startswith("policy.") and key.endswith(".json") and key not in ("policy.json", f"policy.{name}.json"):
+            try:
+                foreign |= {r["name"] for r in json.loads(value).get("rules", [])}
+            except (ValueError, AttributeError, KeyError):
+                continue
+    rules = []
+    for rule in clean["rules"]:
+        if rule["name"] in foreign:
+            continue
+        item = {"name": resource_rule_name(rule["name"]), "on": rule["on"], "match": rule["match"],
+                "verdict": rule["verdict"], "severity": rule["severity"], "reason": rule["reason"][:200]}
+        if rule.get("action"):
+            item["action"] = rule["action"]
+        rules.append(item)
+    spec = {"mode": clean["mode"], "failClosed": clean["failClosed"], "rules": rules}
+    if clean["disabledBuiltins"]:
+        spec["disabledBuiltins"] = clean["disabledBuiltins"]
+    manifest = {"apiVersion": API_VERSION, "kind": "Policy",
+                "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER}},
+                "spec": spec}
+    return _apply(kube, manifest)
+
+
+def resource_rule_name(name: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._:/-]+", "-", name).strip("-._:/")[:80]
+    return name or "rule"
+
+
+def _name_for(kube, kind: str, namespace: str, record: dict, id_field: str, prefix: str) -> str:
+    rid = record[id_field]
+    existing = _find_by_annotation(kube, kind, namespace, f"anysentry.io/{id_field.lower()}", rid)
+    if existing is not None:
+        return existing["metadata"]["name"]
+    implied = f"{prefix}_{namespace}_"
+    if rid.startswith(implied) and re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", rid[len(implied):]):
+        return rid[len(implied):]
+    name = resource_name(record.get("name") or record.get("title") or "", rid)
+    if kube.get(kind, namespace, name) is not None:
+        name = f"{name[:56]}-{_suffix(rid)}"
+    return name
+
+
+def _custom(kind: str, namespace: str, name: str, spec: dict, record: dict, id_field: str, prefix: str) -> dict:
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER}}
+    if record[id_field] != f"{prefix}_{namespace}_{name}":
+        meta["annotations"] = {f"anysentry.io/{id_field.lower()}": record[id_field]}
+    return {"apiVersion": API_VERSION, "kind": kind, "metadata": meta, "spec": spec}
+
+
+# ---------------------------------------------------------------------------------------------
+# CR → api
+
+
+def read_sources(kube, namespace: str, registry) -> list[dict]:
+    """Every Source resource of `namespace` into `registry` (SourceRegistry.upsert, same ids as the
+    operator: `anysentry.io/source-id` or `resource_source_id(namespace, name)`)."""
+    records = []
+    for obj in kube.list("Source", namespace):
+        record = upsert_source(registry, obj)
+        if record is not None:
+            records.append(record)
+    return records
+
+
+class SourceMirror:
+    """Keeps one api replica's registry and books in step with the namespace's resources, and writes
+    REST changes back as resources."""
+
+    def __init__(self, services, kube, namespace: str, *, watch_timeout: int = 30):
+        self.services = services
+        self.kube = kube
+        self.namespace = namespace
+        self.watch_timeout = watch_timeout
+        self._applying = threading.local()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: set[asyncio.Task] = set()
+        self.applied = 0
+        self.errors = 0
+
+    # ---- REST → CR ---------------------------------------------------------------------------
+    def on_source_change(self, record: dict) -> None:
+        """`SourceRegistry.change_listeners` hook: schedule the write of the changed record."""
+        if getattr(self._applying, "active", False):
+            return
+        issued = record.get("tokenIssuedAt") == record.get("updatedAt") and bool(record.get("tokenHash"))
+        snapshot = dict(record)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            self._write_source(snapshot, issued)
+            return
+        task = loop.create_task(asyncio.to_thread(self._write_source, snapshot, issued))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def _write_source(self, record: dict, issued: bool) -> None:
+        if record.get("discovered"):
+            return  # auto-discovered producers stay api-local until someone manages them
+        try:
+            write_source(self.kube, self.namespace, record, token_issued=issued)
+        except Exception as exc:
+            self.errors += 1
+            log.warning("source %s not written as a Source resource: %s", record.get("sourceId"), exc)
+
+    async def flush(self) -> None:
+        """Wait for the writes scheduled so far (tests, shutdown)."""
+        if self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    # ---- CR → api ----------------------------------------------------------------------------
+    def apply(self, kind: str, event_type: str, obj: dict) -> None:
+        """One watched object onto the replica (runs on the event loop)."""
+        self._applying.active = True
+        try:
+            if kind == "Source":
+                registry = self.services.sources
+                if event_type == "DELETED":
+                    if registry._by_id.pop(source_id_of(obj), None) is not None:
+                        registry._reindex()
+                else:
+                    upsert_source(registry, obj)
+            else:
+                from anysentry.resources.models import KINDS
+
+                area = {"Objective": "objectives", "MaintenanceWindow": "maintenance"}[kind]
+                book = getattr(self.services.ops, area, None)
+                if book is None:
+                    return
+                if event_type == "DELETED":
+                    prefix = {"Objective": "obj", "MaintenanceWindow": "mw"}[kind]
+                    from anysentry.ops.objectives import resource_id
+
+                    meta = obj["metadata"]
+                    book.remove(((meta.get("annotations") or {}).get(f"anysentry.io/{'objectiveid' if kind == 'Objective' else 'windowid'}"))
+                                or resource_id(prefix, meta["namespace"], meta["name"]))
+                else:
+                    book.apply_resource(KINDS[kind].model_validate(obj))
+            self.applied += 1
+        except Exception as exc:
+            self.errors += 1
+            log.warning("%s %s not applied: %s", kind, (obj.get("metadata") or {}).get("name"), exc)
+        finally:
+            self._applying.active = False
+
+    def _watch_thread(self, kind: str, stop: threading.Event) -> None:
+        """Blocking watch of one kind (re-listed on every restart of the stream), events handed to the loop."""
+        from kubernetes import client, watch
+
+        api = client.CustomObjectsApi(self.kube.api)
+        plural = WATCHED[kind]
+        failures = 0
+        while not stop.is_set():
+            try:
+                stream = watch.Watch().stream(api.list_namespaced_custom_object, GROUP, VERSION, self.namespace, plural,
+                                              timeout_seconds=self.watch_timeout, _request_timeout=self.watch_timeout + 10)
+                for event in stream:
+                    if stop.is_set():
+                        return
+                    obj = event.get("object")
+                    if isinstance(obj, dict) and event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                        self._loop.call_soon_threadsafe(self.apply, kind, event["type"], obj)  # type: ignore[union-attr]
+                failures = 0
+            except Exception as exc:  # API server restarting, RBAC, network: back off and re-list
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    log.warning("watch of %s in %s failed (%d): %s", plural, self.namespace, failures, exc)
+                stop.wait(min(10.0, 0.5 * failures))
+
+    async def run(self) -> None:
+        """Watch every mirrored kind until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        threads = [threading.Thread(target=self._watch_thread, args=(kind, stop), daemon=True, name=f"mirror-{kind}")
+                   for kind in WATCHED]
+        for thread in threads:
+            thread.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stop.set()
+
+    async def initial_sync(self) -> None:
+        """Read everything once (before serving), so the first request sees the resources."""
+        for kind, plural in WATCHED.items():
+            try:
+                items = await asyncio.to_thread(self.kube.list, kind, self.namespace)
+            except (KubeError, OSError, Exception) as exc:
+                log.warning("initial read of %s failed: %s", plural, exc)
+                continue
+            for obj in items:
+                self.apply(kind, "ADDED", obj)
+
+
+def attach(services, namespace: str | None = None, kube=None) -> SourceMirror | None:
+    """Mirror REST management onto the namespace's resources when running in a cluster."""
+    namespace = namespace or os.environ.get("ANYSENTRY_KUBE_NAMESPACE", "")
+    if not namespace:
+        return None
+    kube = kube or Kube.from_environment()
+    mirror = SourceMirror(services, kube, namespace)
+    services.sources.change_listeners.append(mirror.on_source_change)
+
+    async def start(_services) -> None:
+        await mirror.initial_sync()
+        _services.spawn(mirror.run(), "resource-mirror")
+
+    async def stop(_services) -> None:
+        await mirror.flush()
+
+    services.startup_hooks.append(start)
+    services.shutdown_hooks.append(stop)
+    services.mirror = mirror
+    return mirror
