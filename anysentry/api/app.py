@@ -128,4 +128,11 @@ def management(request: web.Request) -> None:
     request.app[SERVICES].auth.require(request)
 
 
+def publish_resource(request: web.Request, kind: str, record: dict) -> None:
+    """In a cluster a REST change is also written as a resource, so kubectl and GitOps see it."""
+    mirror = getattr(request.app[SERVICES], "mirror", None)
+    if mirror is not None:
+        mirror.publish(kind, record)
+
+
 __all__ = ["ApiSettings", "ManagementAuth", "SERVICES", "API_BASE", "build_app", "management"]

@@ -19,7 +19,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     configure_logging(args.log_level)
+    from anysentry.operator import mirror, policy_sync  # in a cluster: CRs are the truth (no-ops elsewhere)
+
     settings = ApiSettings.from_env(host=args.host, port=args.port)
-    app = build_app(Services(), settings)
+    services = Services()
+    policy_sync.attach(services)
+    mirror.attach(services)
+    app = build_app(services, settings)
     asyncio.run(serve_app(app, settings.host, settings.port, banner="anysentry api "))
     return 0

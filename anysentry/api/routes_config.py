@@ -8,7 +8,7 @@ from anysentry.api.app import SERVICES, management
 from anysentry.api.auth import actor_from
 from anysentry.api.http import ApiError, clamp_int, ok, read_object
 from anysentry.events.timefmt import display_time, now_ms
-from anysentry.judge.policy import PolicyError, sanitize_policy
+from anysentry.judge.policy import PolicyError, sanitize_policy, validate_policy
 from anysentry.judge.replay import StoredDecision, simulate
 from anysentry.store.window import TimeWindow
 
@@ -37,7 +37,12 @@ async def put_config(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     draft = body.get("policy") if isinstance(body.get("policy"), dict) and "rules" not in body else body
     previous = services.policy.version
+    mirror = getattr(services, "mirror", None)
     try:
+        if mirror is not None:  # in a cluster the Policy resource is the truth; replicas follow it
+            validate_policy(sanitize_policy(draft))
+            await mirror.write_policy(draft)
+            return ok({**config_view(services), "appliedVia": "Policy/default"})
         services.policy.set(draft)
     except PolicyError as exc:
         raise ApiError(400, str(exc)) from exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from anysentry.api.app import SERVICES, management
+from anysentry.api.app import SERVICES, management, publish_resource
 from anysentry.api.auth import actor_from
 from anysentry.api.http import ApiError, ok, read_object
 
@@ -31,6 +31,7 @@ async def create_window(request: web.Request) -> web.Response:
     body = await read_object(request)
     book = _book(request)
     window = book.create(body)
+    publish_resource(request, "MaintenanceWindow", window)
     _audit(request, window, f"maintenance window {window['title']} saved")
     return ok(book.item(window), status=201)
 
@@ -42,6 +43,7 @@ async def update_window(request: web.Request) -> web.Response:
     window = book.update(request.match_info["window_id"].strip()[:160], body)
     if window is None:
         raise ApiError(404, "maintenance window not found")
+    publish_resource(request, "MaintenanceWindow", window)
     _audit(request, window, f"maintenance window {window['title']} updated")
     return ok(book.item(window))
 

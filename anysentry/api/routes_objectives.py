@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from anysentry.api.app import SERVICES, management
+from anysentry.api.app import SERVICES, management, publish_resource
 from anysentry.api.auth import actor_from
 from anysentry.api.http import ApiError, ok, read_object
 
@@ -31,6 +31,7 @@ async def create_objective(request: web.Request) -> web.Response:
     body = await read_object(request)
     book = _book(request)
     record = await book.create(body)
+    publish_resource(request, "Objective", record)
     _audit(request, record, f"objective {record['name']} saved")
     return ok(book.item(record), status=201)
 
@@ -42,6 +43,7 @@ async def update_objective(request: web.Request) -> web.Response:
     record = await book.update(request.match_info["objective_id"].strip()[:160], body)
     if record is None:
         raise ApiError(404, "objective not found")
+    publish_resource(request, "Objective", record)
     _audit(request, record, f"objective {record['name']} updated")
     return ok(book.item(record))
 

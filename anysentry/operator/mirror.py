@@ -290,6 +290,27 @@ class SourceMirror:
             self.errors += 1
             log.warning("source %s not written as a Source resource: %s", record.get("sourceId"), exc)
 
+    def publish(self, kind: str, record: dict) -> None:
+        """REST-created objectives and maintenance windows become resources (written in the background)."""
+        writer = {"Objective": write_objective, "MaintenanceWindow": write_window}[kind]
+        snapshot = dict(record)
+
+        def write() -> None:
+            try:
+                writer(self.kube, self.namespace, snapshot)
+            except Exception as exc:
+                self.errors += 1
+                log.warning("%s not written as a resource: %s", kind, exc)
+
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(write))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def write_policy(self, policy: dict) -> dict:
+        """`PUT /config` in a cluster writes the Policy resource; the operator validates it and every
+        replica picks it up from the published ConfigMap."""
+        return await asyncio.to_thread(write_policy, self.kube, self.namespace, policy)
+
     async def flush(self) -> None:
         """Wait for the writes scheduled so far (tests, shutdown)."""
         if self._pending:

@@ -1,0 +1,215 @@
+"""The runtime guard (SPEC §12): `security-center.assessRuntimeAction`, legacy `security.runtimeGuard`.
+
+One call judges one agent action before it runs: the action becomes an event that goes through the
+ingest pipeline synchronously (judged by L1 and appended to the durable buffer, exactly like any
+producer event), its verdict becomes a policy action under the caller's autonomy mode, the fallback
+checks of `anysentry.judge.guard` may raise it, and a raised action is recorded as a follow-up
+finding event linked to the action. The path never reads the store: its cost is one judgment and
+one buffer append (two when a fallback fires)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+
+from anysentry.api.pipeline import credentials
+from anysentry.events.generic import api_item, clean_request
+from anysentry.events.model import ParsedBody
+from anysentry.events.synthesize import DEFAULTABLE
+from anysentry.events.timefmt import now_ms
+from anysentry.judge import guard as G
+
+log = logging.getLogger("anysentry.guard")
+
+
+class GroupCommit:
+    """Group commit for guard events: concurrent calls with the same source credentials share one
+    pipeline call, hence one durable-buffer append (one fsync) for all of them.
+
+    The first call of a key starts a drain task at once (no waiting when idle); calls that arrive
+    while its batch is being judged and appended queue up and form the next batch. Each caller gets
+    its own item answer and judged event, or the batch's exception (a full buffer, a judge error),
+    which the guard turns into its fail mode."""
+
+    MAX_BATCH = 256
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+        self._queues: dict[tuple, list] = {}
+        self._draining: set[tuple] = set()
+
+    async def ingest(self, creds: dict, item) -> tuple[dict, object, str | None]:
+        """(item answer, judged AgentEvent or None, sourceId)."""
+        key = tuple(sorted(creds.items()))
+        future = asyncio.get_running_loop().create_future()
+        self._queues.setdefault(key, []).append((item, future))
+        if key not in self._draining:
+            self._draining.add(key)
+            asyncio.get_running_loop().create_task(self._drain(key, creds))
+        return await future
+
+    async def _drain(self, key: tuple, creds: dict) -> None:
+        try:
+            while queue := self._queues.get(key):
+                batch = queue[:self.MAX_BATCH]
+                if len(queue) > len(batch):
+                    self._queues[key] = queue[len(batch):]
+                else:
+                    del self._queues[key]
+                await self._commit(creds, batch)
+        finally:
+            self._draining.discard(key)
+            for _, future in self._queues.pop(key, ()):  # only when cancelled: nobody may wait forever
+                if not future.done():
+                    future.set_exception(RuntimeError("runtime guard commit cancelled"))
+
+    async def _commit(self, creds: dict, batch: list) -> None:
+        try:
+            outcome = await self.pipeline.ingest(ParsedBody(dict(creds), [item for item, _ in batch]), headers=None,
+                                                 default_type=G.SOURCE_TYPE, default_source="api")
+        except BaseException as exc:  # every caller of the batch gets it (cancellation too)
+            error = exc if isinstance(exc, Exception) else RuntimeError("runtime guard commit cancelled")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        events = iter(outcome.events)
+        for (_, future), answer in zip(batch, outcome.items):
+            event = next(events, None) if answer.get("accepted") and "eventId" in answer else None
+            if not future.done():
+                future.set_result((answer, event, outcome.source_id))
+        for _, future in batch[len(outcome.items):]:  # never expected: an item without an answer
+            if not future.done():
+                future.set_exception(RuntimeError("ingest returned no answer for a guard event"))
+
+
+_committers: "weakref.WeakKeyDictionary[object, GroupCommit]" = weakref.WeakKeyDictionary()
+
+
+def committer(pipeline) -> GroupCommit:
+    found = _committers.get(pipeline)
+    if found is None:
+        found = _committers[pipeline] = GroupCommit(pipeline)
+    return found
+
+
+async def _ingest(services, params: dict, headers, event: dict) -> tuple[dict, object, str | None]:
+    """Judge and durably buffer one guard event (grouped with concurrent calls of the same source)."""
+    fields = clean_request(G.request_fields(params), G.SOURCE_TYPE)
+    defaults = {k: fields[k] for k in DEFAULTABLE if k in fields}
+    item = api_item(event, defaults, index=0)
+    return await committer(services.pipeline).ingest(credentials(fields, headers), item)
+
+
+_warned: dict[tuple[str, str], float] = {}
+WARN_EVERY_SECS = 60.0
+
+
+def _warn(what: str, exc: Exception) -> None:
+    """A failure once a minute per kind at warning level (a full buffer fails every call), else debug."""
+    key = (what, type(exc).__name__)
+    now = time.monotonic()
+    if now - _warned.get(key, -WARN_EVERY_SECS) >= WARN_EVERY_SECS:
+        _warned[key] = now
+        log.warning("%s: %s: %s", what, type(exc).__name__, str(exc)[:300])
+    else:
+        log.debug("%s: %s", what, type(exc).__name__)
+
+
+def _fail_closed(services) -> bool:
+    try:
+        return bool(services.policy.policy.get("failClosed"))
+    except Exception:  # noqa: BLE001 - no readable policy: the default mode (fail-open)
+        return False
+
+
+def _evidence(event_id: str | None) -> dict:
+    if not event_id:
+        return {"eventId": None, "eventsHref": None, "bundleHint": {}}
+    return {"eventId": event_id, "eventsHref": f"/events?eventId={event_id}", "bundleHint": {"eventId": event_id}}
+
+
+def _result(*, autonomy: str, stage: str, action: str, accepted: bool, source_id, event_id, trace_id, run_id,
+            verdict: str, tier: str, severity: str, category: str, reason: str, evidence_id) -> dict:
+    return {
+        "schemaVersion": G.RESULT_SCHEMA, "module": G.MODULE, "operation": G.OPERATION,
+        "capabilityId": G.CAPABILITY_ID, "autonomy": autonomy, "stage": stage, "policyAction": action,
+        "recommendedAction": G.recommended_action(action), "accepted": accepted, "sourceId": source_id,
+        "eventId": event_id, "traceId": trace_id, "runId": run_id, "verdict": verdict, "tier": tier,
+        "severity": severity, "riskCategory": category, "reason": reason, "evidence": _evidence(evidence_id),
+    }
+
+
+async def assess_runtime_action(services, params: dict, headers=None, *, constraints: dict | None = None) -> dict:
+    """§12.2 → the §12.3 result. Never raises for a judging failure: the policy's fail mode answers."""
+    params = params if isinstance(params, dict) else {}
+    autonomy = G.autonomy_of(params, constraints)
+    stage = G.canonical_stage(params.get("stage"))
+    fallback = G.fallback_check(G.guard_text(params))
+    try:
+        item, judged, source_id = await _ingest(services, params, headers, G.action_event(params, stage, autonomy))
+    except Exception as exc:  # noqa: BLE001 - judging could not complete: the per-policy fail mode decides
+        _warn("runtime guard judging failed", exc)
+        return _failed(services, exc, autonomy=autonomy, stage=stage, fallback=fallback)
+
+    if not item.get("accepted") or judged is None:
+        action = G.stronger("block", G.policy_action(fallback.verdict, autonomy) if fallback else "allow")
+        return _result(autonomy=autonomy, stage=stage, action=action, accepted=False, source_id=source_id,
+                       event_id=None, trace_id=None, run_id=None, verdict="block", tier="Rules",
+                       severity=fallback.severity if fallback else "medium",
+                       category=fallback.category if fallback else "runtime_guard_fallback",
+                       reason=item.get("reason") or "event not accepted", evidence_id=None)
+
+    base = G.policy_action(judged.verdict, autonomy)
+    action = base
+    answer = {"verdict": judged.verdict, "tier": judged.tier, "severity": judged.severity,
+              "riskCategory": judged.riskCategory, "reason": judged.reason}
+    evidence_id = judged.eventId
+    if fallback is not None:
+        action = G.stronger(base, G.policy_action(fallback.verdict, autonomy))
+        if action != base:  # the fallback raised the action: record it as a linked finding (§12.2 step 5)
+            finding = await _record_finding(services, params, headers, judged, fallback, stage=stage, autonomy=autonomy)
+            if finding is not None:
+                answer = {"verdict": finding.verdict, "tier": finding.tier, "severity": finding.severity,
+                          "riskCategory": finding.riskCategory, "reason": finding.reason}
+                evidence_id = finding.eventId
+            else:  # the finding could not be written; the answer still carries the fallback's judgment
+                answer = {"verdict": fallback.verdict, "tier": "Rules", "severity": fallback.severity,
+                          "riskCategory": fallback.category, "reason": fallback.reason}
+    return _result(autonomy=autonomy, stage=stage, action=action, accepted=True, source_id=source_id,
+                   event_id=judged.eventId, trace_id=judged.traceId, run_id=judged.runId,
+                   verdict=answer["verdict"], tier=answer["tier"], severity=answer["severity"],
+                   category=answer["riskCategory"], reason=answer["reason"], evidence_id=evidence_id)
+
+
+async def _record_finding(services, params: dict, headers, judged, fallback: G.Fallback, *, stage: str, autonomy: str):
+    """Ingest the follow-up finding with the action's source credentials; the judged event or None."""
+    action = {"eventId": judged.eventId, "spanId": judged.spanId, "traceId": judged.traceId, "runId": judged.runId,
+              "sessionId": judged.sessionId, "agentId": judged.agentId, "workspacePath": judged.workspacePath,
+              "userId": judged.userId}
+    event = G.finding_event(action, fallback, stage=stage, autonomy=autonomy, at=max(now_ms(), judged.at))
+    try:
+        _, finding, _ = await _ingest(services, params, headers, event)
+    except Exception as exc:  # noqa: BLE001 - the action's own answer stands; the finding is best effort
+        _warn("runtime guard finding not recorded", exc)
+        return None
+    return finding
+
+
+def _failed(services, exc: BaseException, *, autonomy: str, stage: str, fallback: G.Fallback | None) -> dict:
+    """Judging could not complete: block under `failClosed`, else allow (failed open). A fallback
+    match is still honoured: the checks are in-process and need no store."""
+    mode = G.failure(_fail_closed(services), exc)
+    action, verdict, severity, category, reason = mode.policy_action, mode.verdict, mode.severity, "runtime_failure", mode.reason
+    if fallback is not None:
+        raised = G.stronger(action, G.policy_action(fallback.verdict, autonomy))
+        if raised != action:
+            action, verdict, severity, category = raised, fallback.verdict, fallback.severity, fallback.category
+            reason = f"{fallback.reason}; {mode.reason}"
+    return _result(autonomy=autonomy, stage=stage, action=action, accepted=False, source_id=None, event_id=None,
+                   trace_id=None, run_id=None, verdict=verdict, tier="Rules", severity=severity, category=category,
+                   reason=reason, evidence_id=None)
