@@ -24,11 +24,13 @@ HEALTH_STATES = ("risky", "active", "idle", "stale")
 
 def _latest(store) -> str:
     """Latest revision of every event in [start, end] (parameters `start`, `end`), final decisions
-    only (`succeeded`, `failed`, `timeout`), as the historical aggregates count them (§29.1)."""
+    only (`succeeded`, `failed`, `timeout`), as the historical aggregates count them (§29.1).
+    Without a store (an operator engine before it is connected) `_query` answers nothing."""
+    table = store.events_table if store is not None else "events"
     return ("SELECT * FROM ("
             f"SELECT eventId, at, workspacePath, agentId, collectorId, sourceId, verdict, severity, subject, "
             f"traceId, decisionStatus, {MONITORED} AS monitored "
-            f"FROM {store.events_table} WHERE at >= {{start:UInt64}} AND at <= {{end:UInt64}} "
+            f"FROM {table} WHERE at >= {{start:UInt64}} AND at <= {{end:UInt64}} "
             "ORDER BY decisionUpdatedAt DESC LIMIT 1 BY eventId"
             ") WHERE decisionStatus IN ('succeeded', 'failed', 'timeout')")
 
