@@ -1,0 +1,999 @@
+"""Agents and workspaces inventory, the metadata overlay, human review and the identity snapshot (SPEC §24).
+
+An agent asset is what events say about one (workspacePath, agentId): counts, health and identity
+(`agentAssetId`, §4.2), overlaid with what people said about it — metadata (owner, team,
+criticality, ...) and a review decision that overrides the detected classification. Only confirmed
+and probable agents are listed, plus metadata-only assets (known to people, not seen in the window).
+
+Event facts come from one grouped read per request over final decisions (`uniqExact(eventId)` over
+rows with decisionStatus succeeded/failed/timeout, SPEC §29.1), bounded by the time window. The
+identity helpers here (`agent_asset_id`, `event_item`, `effective_classification`) are shared with
+topology and evidence so an event looks the same everywhere."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+
+import orjson
+
+from anysentry.events.ids import hash_id
+from anysentry.events.redact import redact_text, sanitize_attributes
+from anysentry.events.timefmt import display_time, iso_time, now_ms
+from anysentry.ops.book import Book
+from anysentry.store.window import TimeWindow
+
+try:  # one list-item shape for /events/list, topology and evidence
+    from anysentry.store.queries import agent_asset_id as _asset_id
+    from anysentry.store.queries import list_item as _list_item
+except ImportError:  # pragma: no cover - the events reader lands separately
+    _asset_id = _list_item = None
+
+log = logging.getLogger("anysentry.ops.inventory")
+
+AGENT_CLASSES = ("confirmed_agent", "probable_agent")
+CLASSIFICATIONS = ("confirmed_agent", "probable_agent", "unknown", "non_agent")
+REVIEW_DECISIONS = ("confirmed_agent", "unknown", "non_agent", "clear")
+CRITICALITIES = ("low", "medium", "high", "critical")
+HEALTH_STATES = ("risky", "active", "idle", "stale")
+HEALTH_RANK = {state: i for i, state in enumerate(HEALTH_STATES)}
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+RISK_LEVEL_TEXT = {"none": "No risk", "low": "Low risk", "medium": "Medium risk", "high": "High risk",
+                   "critical": "Critical risk"}
+ACTIVE_MS = 5 * 60_000
+IDLE_MS = 60 * 60_000
+RETENTION_MS = 90 * 86_400_000
+RISKY_SQL = "verdict IN ('block', 'escalate')"
+FINAL_SQL = "decisionStatus IN ('succeeded', 'failed', 'timeout')"
+SEVERITY_SQL = "multiIf(severity = 'critical', 4, severity = 'high', 3, severity = 'medium', 2, severity = 'low', 1, 0)"
+CLASS_SQL = "simpleJSONExtractString(attribution, 'classification')"
+MAX_GROUPS = 20_000
+SNAPSHOT_SCHEMA = "anysentry.workload_identity_snapshot.v1"
+SNAPSHOT_WINDOW_MS = 3_600_000
+SNAPSHOT_CACHE_SECS = 5.0
+METADATA_TEXT = (("displayName", 200), ("owner", 120), ("team", 120), ("environment", 64), ("note", 2000),
+                 ("agentAssetId", 64), ("physicalWorkloadId", 256), ("agentInstanceId", 256))
+
+
+# ---- small helpers -------------------------------------------------------------------------------
+
+def clean(value: object, limit: int = 256) -> str:
+    """Trimmed, value-redacted text; containers and None become ""."""
+    if value is None or isinstance(value, (dict, list, tuple, set)):
+        return ""
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    return redact_text(str(value).strip())[:limit]
+
+
+def clean_list(value: object, limit: int = 64, item_limit: int = 256) -> list[str]:
+    if isinstance(value, str):
+        value = [v for v in value.split(",")]
+    if not isinstance(value, (list, tuple)):
+        return []
+    out: list[str] = []
+    for item in value:
+        text = clean(item, item_limit)
+        if text and text not in out:
+            out.append(text)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def clean_ref(value: object) -> dict:
+    """A workloadRef: flat strings, key- and value-redacted (§5.2)."""
+    if not isinstance(value, dict):
+        return {}
+    return sanitize_attributes(value, max_keys=32, max_value=256)
+
+
+def _json(value: object) -> dict:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, (str, bytes)) and value:
+        try:
+            loaded = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+    return {}
+
+
+def risk_level(max_severity_rank: int, risky: int) -> str:
+    if not risky:
+        return "none"
+    return SEVERITIES[max(1, min(4, int(max_severity_rank)))]
+
+
+def activity_state(last_at: int, now: int) -> str:
+    age = now - (last_at or 0)
+    if last_at and age <= ACTIVE_MS:
+        return "active"
+    if last_at and age <= IDLE_MS:
+        return "idle"
+    return "stale"
+
+
+# ---- identity (§4.2, §7.2) -----------------------------------------------------------------------
+
+def identity_key(workspace: str, agent: str, attribution: dict | None, process: dict | None) -> str:
+    """The first available identity key of §4.2 (`agentAssetId` is its hash)."""
+    attr = attribution if isinstance(attribution, dict) else {}
+    proc = process if isinstance(process, dict) else {}
+    ref = attr.get("workloadRef") if isinstance(attr.get("workloadRef"), dict) else {}
+    if attr.get("physicalWorkloadId"):
+        return str(attr["physicalWorkloadId"])
+    if attr.get("agentInstanceId"):
+        return str(attr["agentInstanceId"])
+    if ref.get("podUid"):
+        return f"k8s:{ref['podUid']}:{ref.get('containerName') or ''}"
+    scope = str(attr.get("agentScopeId") or agent or "")
+    host, boot, root = proc.get("hostId"), proc.get("bootId"), attr.get("rootPid")
+    if host and boot and root not in (None, ""):
+        return f"host-root:{host}:{boot}:{root}:{scope}:{workspace}"
+    return f"logical:{workspace}:{scope}"
+
+
+def asset_id_of(key: str) -> str:
+    return "agent_" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
+
+
+def agent_asset_id(workspace: str, agent: str, attribution: dict | None = None, process: dict | None = None) -> str:
+    if _asset_id is not None:
+        return _asset_id(agent, workspace, attribution, process)
+    return asset_id_of(identity_key(workspace, agent, attribution, process))
+
+
+def detected_classification(attribution: dict | None, judgment: dict | None = None) -> str:
+    for source in (attribution, judgment):
+        if isinstance(source, dict) and source.get("classification") in CLASSIFICATIONS:
+            return source["classification"]
+    return "unknown"
+
+
+def runtime_of(attribution: dict | None, process: dict | None) -> str:
+    attr = attribution if isinstance(attribution, dict) else {}
+    proc = process if isinstance(process, dict) else {}
+    ref = attr.get("workloadRef") if isinstance(attr.get("workloadRef"), dict) else {}
+    env = str(ref.get("environment") or "").lower()
+    cgroup = str(proc.get("cgroup") or "").lower()
+    if ref.get("podUid") or ref.get("podName") or env in ("kubernetes", "k8s") or "kubepods" in cgroup:
+        return "kubernetes"
+    if env == "docker" or "docker" in cgroup:
+        return "docker"
+    if env == "host" or proc.get("hostId") or proc.get("pid") or attr.get("rootPid"):
+        return "host"
+    return "unknown"
+
+
+def location_label(attribution: dict | None, process: dict | None, attributes: dict | None = None) -> str:
+    attr = attribution if isinstance(attribution, dict) else {}
+    ref = attr.get("workloadRef") if isinstance(attr.get("workloadRef"), dict) else {}
+    proc = process if isinstance(process, dict) else {}
+    node = ref.get("nodeName") or (attributes or {}).get("collectorNode") or ""
+    if ref.get("namespace") and (ref.get("podName") or ref.get("name")):
+        label = f"{ref['namespace']}/{ref.get('podName') or ref.get('name')}"
+        if ref.get("containerName"):
+            label += f" ({ref['containerName']})"
+        return f"{label} on {node}" if node else label
+    if ref.get("name"):
+        return f"{ref['name']} on {node}" if node else str(ref["name"])
+    if proc.get("hostId"):
+        return f"host {proc['hostId']}"
+    return f"node {node}" if node else ""
+
+
+def identity_ids(workspace: str, agent: str, session: str, attribution: dict | None, process: dict | None) -> set[str]:
+    """Identity keys of an event a review can match (§24.4)."""
+    attr = attribution if isinstance(attribution, dict) else {}
+    proc = process if isinstance(process, dict) else {}
+    ref = attr.get("workloadRef") if isinstance(attr.get("workloadRef"), dict) else {}
+    ids = {str(v) for v in (attr.get("physicalWorkloadId"), attr.get("agentInstanceId"), ref.get("podUid"),
+                            ref.get("containerId"), ref.get("systemdUnit"), proc.get("systemdUnit")) if v}
+    if ref.get("podUid"):
+        ids.add(f"k8s:{ref['podUid']}:{ref.get('containerName') or ''}")
+    host, boot = proc.get("hostId"), proc.get("bootId")
+    if host and boot and attr.get("rootPid") not in (None, ""):
+        ids.add(f"{host}:{boot}:{attr['rootPid']}")
+    if host and boot and proc.get("pid") and proc.get("startTimeTicks"):
+        ids.add(f"{host}:{boot}:{proc['pid']}:{proc['startTimeTicks']}")
+    return ids
+
+
+# ---- books -----------------------------------------------------------------------------------------
+
+class MetadataBook(Book):
+    """Agent metadata (§24.3), one record per (workspacePath, agentId)."""
+
+    table_name = "agent_metadata"
+    id_field = "metadataId"
+    max_records = 20_000
+
+
+class ReviewBook(Book):
+    """Human review decisions (§24.4), one per (workspacePath, agentId); shares the metadata table."""
+
+    table_name = "agent_metadata"
+    id_field = "reviewId"
+    max_records = 20_000
+
+
+def metadata_id(workspace: str, agent: str) -> str:
+    return hash_id("meta", [workspace, agent])
+
+
+def review_id(workspace: str, agent: str) -> str:
+    return hash_id("rev", [workspace, agent])
+
+
+def _times(record: dict, keys=("createdAt", "updatedAt", "reviewedAt")) -> dict:
+    out = {k: v for k, v in record.items() if not k.startswith("_")}
+    for key in keys:
+        if out.get(key):
+            out[key] = display_time(out[key])
+    return out
+
+
+class Inventory:
+    def __init__(self, engine):
+        self.engine = engine
+        self.metadata = MetadataBook()
+        self.reviews = ReviewBook()
+        self._review_index: dict[str, dict] | None = None
+        self.reviews.change_listeners.append(lambda _r: self._invalidate())
+        self._snapshot_cache: dict[str, tuple[float, dict, tuple]] = {}
+
+    # ---- metadata ------------------------------------------------------------------------------
+    def metadata_for(self, workspace: str, agent: str) -> dict | None:
+        return self.metadata.get(metadata_id(workspace or "", agent or ""))
+
+    def has_agent_metadata(self, workspace: str, agent: str) -> bool:
+        return self.metadata_for(workspace, agent) is not None
+
+    def owner_of(self, workspace: str, agent: str, source_id: str = "") -> tuple[str, str]:
+        """(owner, team): agent metadata first, else the ingestion source record (§16.2)."""
+        meta = self.metadata_for(workspace, agent) if agent else None
+        if meta and (meta.get("owner") or meta.get("team")):
+            return meta.get("owner") or "", meta.get("team") or ""
+        sources = getattr(self.engine, "sources", None)
+        source = sources.get(source_id) if (sources is not None and source_id) else None
+        if source:
+            return source.get("owner") or "", source.get("team") or ""
+        return "", ""
+
+    def put_metadata(self, agent: str, body: dict, *, actor: dict | None = None, now: int | None = None) -> dict:
+        """`PUT /agents/:agentId/metadata` (caller checks `workspacePath`); absent fields are kept."""
+        now = now or now_ms()
+        agent = clean(agent, 256)
+        workspace = clean(body.get("workspacePath"), 1024)
+        key = metadata_id(workspace, agent)
+        record = self.metadata.get(key)
+        creating = record is None
+        if creating:
+            record = {"metadataId": key, "agentId": agent, "workspacePath": workspace, "tags": [], "identityKeys": [],
+                      "workloadRef": {}, "createdAt": now}
+            for name, _ in METADATA_TEXT:
+                record[name] = ""
+            record["criticality"] = ""
+        for name, limit in METADATA_TEXT:
+            if name in body:
+                record[name] = clean(body.get(name), limit)
+        if "criticality" in body:
+            value = clean(body.get("criticality"), 16).lower()
+            record["criticality"] = value if value in CRITICALITIES else ""
+        if "tags" in body:
+            record["tags"] = clean_list(body.get("tags"), 32, 64)
+        if "identityKeys" in body:
+            record["identityKeys"] = clean_list(body.get("identityKeys"))
+        if "workloadRef" in body:
+            record["workloadRef"] = clean_ref(body.get("workloadRef"))
+        record["updatedAt"] = max(now, (record.get("updatedAt") or 0) + 1) if not creating else now
+        if actor and actor.get("id"):
+            record["updatedBy"] = clean(actor.get("id"), 160)
+        self.metadata.put(record)
+        audit = getattr(self.engine, "audit", None)
+        if audit is not None:
+            audit.record("agent.metadata.updated", "agent", agent,
+                         f"metadata of agent {agent} in {workspace} {'created' if creating else 'updated'}",
+                         actor=actor, details={"agentId": agent, "workspacePath": workspace,
+                                               "agentAssetId": record.get("agentAssetId") or "",
+                                               "owner": record.get("owner"), "team": record.get("team"),
+                                               "environment": record.get("environment"),
+                                               "criticality": record.get("criticality"),
+                                               "changed": sorted(k for k in body if k != "workspacePath")[:40]})
+        return record
+
+    def metadata_item(self, record: dict) -> dict:
+        out = _times(record)
+        review = self.review_for(record.get("workspacePath", ""), record.get("agentId", ""))
+        if review is not None:
+            out["reviewDecision"] = review["decision"]
+        if not out.get("agentAssetId"):
+            out["agentAssetId"] = asset_id_of(f"logical:{record.get('workspacePath', '')}:{record.get('agentId', '')}")
+        return out
+
+    async def metadata_list(self, now: int | None = None) -> dict:
+        """`GET /agents/metadata`: every record, marked `metadataOnly` when no event was seen in 30 days."""
+        now = now or now_ms()
+        records = sorted(self.metadata.values(), key=lambda r: (r.get("workspacePath", ""), r.get("agentId", "")))
+        seen: dict[tuple[str, str], int] = {}
+        agents = sorted({r.get("agentId", "") for r in records if r.get("agentId")})
+        store = getattr(self.engine, "store", None)
+        if agents and store is not None:
+            try:
+                rows = await store.aquery_rows(
+                    f"SELECT workspacePath, agentId, max(at) FROM {store.events_table} "
+                    "WHERE at >= {start:UInt64} AND agentId IN {agents:Array(String)} "
+                    "GROUP BY workspacePath, agentId LIMIT 20000",
+                    {"start": now - 30 * 86_400_000, "agents": agents})
+                seen = {(ws, agent): int(at) for ws, agent, at in rows}
+            except Exception as exc:
+                log.warning("metadata reconciliation read failed: %s", exc)
+        items = []
+        for record in records:
+            item = self.metadata_item(record)
+            last = seen.get((record.get("workspacePath", ""), record.get("agentId", "")))
+            item["metadataOnly"] = last is None
+            if last:
+                item["lastSeen"] = display_time(last)
+            items.append(item)
+        reviews = [self.review_item(r) for r in sorted(self.reviews.values(), key=lambda r: -(r.get("updatedAt") or 0))]
+        return {"items": items, "reviews": reviews, "total": len(items), "updateTime": display_time(now)}
+
+    # ---- review --------------------------------------------------------------------------------
+    def _invalidate(self) -> None:
+        self._review_index = None
+
+    def _index(self) -> dict[str, dict]:
+        if self._review_index is None:
+            index: dict[str, dict] = {}
+            for review in sorted(self.reviews.values(), key=lambda r: r.get("updatedAt") or 0):
+                for key in review.get("_ids", []):
+                    index[f"id:{key}"] = review
+                index[f"agent:{review.get('workspacePath', '')}\0{review.get('agentId', '')}"] = review
+            self._review_index = index
+        return self._review_index
+
+    def review_for(self, workspace: str, agent: str, ids: set[str] | None = None) -> dict | None:
+        """The review matching an identity: exact (workspace, agent), then agent in any workspace,
+        then any identity key (§24.4)."""
+        if not len(self.reviews.records):
+            return None
+        index = self._index()
+        found = index.get(f"agent:{workspace or ''}\0{agent or ''}") or index.get(f"agent:\0{agent or ''}")
+        if found is None and ids:
+            for key in ids:
+                found = index.get(f"id:{key}")
+                if found is not None:
+                    break
+        return found
+
+    def review_for_event(self, event: dict) -> dict | None:
+        if not len(self.reviews.records):
+            return None
+        attribution, process = _json(event.get("attribution")), _json(event.get("process"))
+        ids = identity_ids(event.get("workspacePath", ""), event.get("agentId", ""), event.get("sessionId", ""),
+                           attribution, process)
+        if event.get("sessionId"):
+            ids.add(str(event["sessionId"]))
+        return self.review_for(event.get("workspacePath", ""), event.get("agentId", ""), ids)
+
+    def overlay(self, event: dict) -> str | None:
+        """The review decision for an event (the `/events/list` overlay of `effectiveClassification`)."""
+        review = self.review_for_event(event)
+        return review["decision"] if review is not None else None
+
+    def effective_classification(self, event: dict, detected: str | None = None) -> str:
+        review = self.review_for_event(event)
+        if review is not None:
+            return review["decision"]
+        if detected is not None:
+            return detected
+        return detected_classification(_json(event.get("attribution")), _json(event.get("judgment")))
+
+    def put_review(self, agent: str, body: dict, *, actor: dict | None = None, now: int | None = None) -> dict:
+        """`PUT /agents/:agentId/review` (caller validates the decision)."""
+        now = now or now_ms()
+        agent = clean(agent, 256)
+        workspace = clean(body.get("workspacePath"), 1024)
+        decision = clean(body.get("decision"), 32).lower()
+        key = review_id(workspace, agent)
+        audit = getattr(self.engine, "audit", None)
+        if decision == "clear":
+            existed = self.reviews.get(key) is not None
+            self.reviews.remove(key)
+            self._invalidate()
+            if audit is not None:
+                audit.record("agent.review.cleared", "agent", agent, f"review of agent {agent} in {workspace or 'any workspace'} cleared",
+                             actor=actor, details={"agentId": agent, "workspacePath": workspace, "cleared": existed})
+            return {"agentId": agent, "workspacePath": workspace, "decision": "clear", "cleared": existed,
+                    "updateTime": display_time(now)}
+        record = self.reviews.get(key) or {"reviewId": key, "agentId": agent, "workspacePath": workspace, "createdAt": now}
+        previous = record.get("decision")
+        record.update({
+            "decision": decision,
+            "currentClassification": clean(body.get("currentClassification"), 32),
+            "agentAssetId": clean(body.get("agentAssetId"), 64),
+            "identityKeys": clean_list(body.get("identityKeys")),
+            "physicalWorkloadId": clean(body.get("physicalWorkloadId"), 256),
+            "agentInstanceId": clean(body.get("agentInstanceId"), 256),
+            "workloadRef": clean_ref(body.get("workloadRef")),
+            "note": clean(body.get("note"), 2000),
+            "reviewedAt": now, "updatedAt": now,
+            "reviewedBy": clean((actor or {}).get("id") or "operator", 160),
+        })
+        ref = record["workloadRef"]
+        ids = set(record["identityKeys"])
+        ids.update(v for v in (record["physicalWorkloadId"], record["agentInstanceId"], ref.get("podUid"),
+                               ref.get("containerId"), ref.get("systemdUnit")) if v)
+        if ref.get("podUid"):
+            ids.add(f"k8s:{ref['podUid']}:{ref.get('containerName') or ''}")
+        record["_ids"] = sorted(ids)
+        self.reviews.put(record)
+        self._invalidate()
+        if audit is not None:
+            audit.record("agent.review.updated", "agent", agent,
+                         f"agent {agent} in {workspace or 'any workspace'} reviewed as {decision}",
+                         actor=actor, details={"agentId": agent, "workspacePath": workspace, "decision": decision,
+                                               "previousDecision": previous,
+                                               "currentClassification": record["currentClassification"],
+                                               "agentAssetId": record["agentAssetId"],
+                                               "identityKeys": record["identityKeys"][:20]})
+        return record
+
+    @staticmethod
+    def review_item(record: dict) -> dict:
+        return _times(record)
+
+    # ---- event facts ---------------------------------------------------------------------------
+    async def agent_rows(self, window: TimeWindow | None, *, workspaces: list[str] | None = None,
+                         agents: list[str] | None = None, collector: str = "", source: str = "",
+                         user: str = "", start: int | None = None, end: int | None = None) -> list[dict]:
+        """One grouped read: per (workspacePath, agentId) facts over final decisions in the window."""
+        store = getattr(self.engine, "store", None)
+        if store is None:
+            return []
+        where = [FINAL_SQL, "at >= {start:UInt64}", "at <= {end:UInt64}"]
+        params: dict = {"start": start if start is not None else window.start,
+                        "end": end if end is not None else window.end}
+        if workspaces:
+            where.append("workspacePath IN {wss:Array(String)}")
+            params["wss"] = list(workspaces)
+        if agents:
+            where.append("agentId IN {agents:Array(String)}")
+            params["agents"] = list(agents)
+        if collector:
+            where.append("collectorId = {collector:String}")
+            params["collector"] = collector
+        if source:
+            where.append("sourceId = {source:String}")
+            params["source"] = source
+        if user:
+            where.append("userId = {user:String}")
+            params["user"] = user
+        # phase 1: counts from narrow columns only (a wide scan must not touch the JSON columns)
+        sql = (
+            "SELECT workspacePath, agentId, uniqExact(eventId) AS eventCount, "
+            f"uniqExactIf(eventId, {RISKY_SQL}) AS riskyEventCount, min(at) AS firstAt, max(at) AS lastAt, "
+            "uniqExact(sessionId) AS sessionCount, uniqExact(runId) AS runCount, uniqExact(traceId) AS traceCount, "
+            "sum(tokenCount) AS tokenCount, avgIf(latencyMs, latencyMs > 0) AS avgLatencyMs, "
+            "argMax(eventId, at) AS lastEventId, "
+            f"maxIf({SEVERITY_SQL}, {RISKY_SQL}) AS maxSeverityRank, "
+            f"topKIf(1)((riskCategory, riskName), {RISKY_SQL}) AS topRisk, "
+            "sumMap([eventCategory], [toUInt64(1)]) AS categories, sumMap([source], [toUInt64(1)]) AS sources, "
+            "groupUniqArrayIf(64)(collectorId, collectorId != '') AS collectorIds, "
+            "groupUniqArrayIf(64)(sourceId, sourceId != '') AS sourceIds "
+            f"FROM {store.events_table} WHERE {' AND '.join(where)} "
+            f"GROUP BY workspacePath, agentId LIMIT {MAX_GROUPS}"
+        )
+        try:
+            rows = await store.aquery_dicts(sql, params)
+        except Exception as exc:
+            log.warning("inventory read failed: %s", exc)
+            return []
+        if not rows:
+            return rows
+        # phase 2: identity from each asset's latest event, read by (at, eventId): a few granules
+        try:
+            latest = await store.aquery_dicts(
+                "SELECT eventId, subject, userId, attribution, process, judgment, decisionUpdatedAt "
+                f"FROM {store.events_table} WHERE at IN {{ats:Array(UInt64)}} AND eventId IN {{ids:Array(String)}}",
+                {"ats": sorted({int(r["lastAt"]) for r in rows}), "ids": sorted({r["lastEventId"] for r in rows})})
+        except Exception as exc:
+            log.warning("inventory identity read failed: %s", exc)
+            latest = []
+        by_id: dict[str, dict] = {}
+        for row in latest:
+            have = by_id.get(row["eventId"])
+            if have is None or int(row["decisionUpdatedAt"] or 0) >= int(have["decisionUpdatedAt"] or 0):
+                by_id[row["eventId"]] = row
+        for row in rows:
+            last = by_id.get(row["lastEventId"], {})
+            row["lastEventSubject"] = last.get("subject", "")
+            row["lastUserId"] = last.get("userId", "")
+            row["lastAttribution"] = last.get("attribution")
+            row["lastProcess"] = last.get("process")
+            row["lastJudgment"] = last.get("judgment")
+            row["instances"] = 1
+        return rows
+
+    def _open_incidents(self) -> dict[tuple[str, str], int]:
+        out: dict[tuple[str, str], int] = {}
+        incidents = getattr(self.engine, "incidents", None)
+        for incident in incidents.values() if incidents is not None else []:
+            if incident.get("status") == "open":
+                key = (incident.get("workspacePath") or "", incident.get("agentId") or "")
+                out[key] = out.get(key, 0) + 1
+        return out
+
+    def asset(self, row: dict | None, meta: dict | None, open_count: int, now: int, *,
+              workspace: str = "", agent: str = "") -> dict:
+        """One inventory item (§24.1) from a fact row and/or a metadata record."""
+        row = row or {}
+        workspace = row.get("workspacePath", workspace if not meta else meta.get("workspacePath", ""))
+        agent = row.get("agentId", agent if not meta else meta.get("agentId", ""))
+        attribution, process = _json(row.get("lastAttribution")), _json(row.get("lastProcess"))
+        judgment = _json(row.get("lastJudgment"))
+        detected = detected_classification(attribution, judgment)
+        detected = detected if detected in CLASSIFICATIONS else "unknown"
+        ids = identity_ids(workspace, agent, "", attribution, process)
+        review = self.review_for(workspace, agent, ids)
+        classification = review["decision"] if review is not None else detected
+        meta = meta or {}
+        ref = attribution.get("workloadRef") if isinstance(attribution.get("workloadRef"), dict) else {}
+        asset_id = agent_asset_id(workspace, agent, attribution, process) if row else (
+            meta.get("agentAssetId") or asset_id_of(f"logical:{workspace}:{agent}"))
+        last_at = int(row.get("lastAt") or 0)
+        health = "risky" if open_count else activity_state(last_at, now)
+        risky = int(row.get("riskyEventCount") or 0)
+        level = risk_level(int(row.get("maxSeverityRank") or 0), risky)
+        top = (row.get("topRisk") or [None])[0] if row.get("topRisk") else None
+        categories = row.get("categories") or ([], [])
+        sources = row.get("sources") or ([], [])
+        item = {
+            "agentId": agent, "agentAssetId": asset_id, "workspacePath": workspace,
+            "userId": row.get("lastUserId") or "",
+            "displayName": meta.get("displayName") or attribution.get("agentDisplayName") or None,
+            "detectedName": attribution.get("agentDisplayName") or attribution.get("agentScopeId") or ref.get("name") or None,
+            "detectedClassification": detected, "classification": classification,
+            "owner": meta.get("owner") or None, "team": meta.get("team") or None,
+            "environment": meta.get("environment") or None, "criticality": meta.get("criticality") or None,
+            "tags": list(meta.get("tags") or []), "note": meta.get("note") or None,
+            "runtime": runtime_of(attribution, process) if row else "unknown",
+            "locationLabel": location_label(attribution, process) or None,
+            "instanceCount": max(1, int(row.get("instances") or 0)) if row else 0,
+            "confidence": 1.0 if review is not None else float(attribution.get("confidence") or 0),
+            "attributionSource": "manual_review" if review is not None else str(attribution.get("source") or ""),
+            "attributionEvidence": [clean(e, 300) for e in attribution.get("evidence", [])][:10]
+            if isinstance(attribution.get("evidence"), list) else [],
+            "physicalWorkloadId": attribution.get("physicalWorkloadId") or meta.get("physicalWorkloadId") or None,
+            "agentInstanceId": attribution.get("agentInstanceId") or meta.get("agentInstanceId") or None,
+            "workloadRef": ref or meta.get("workloadRef") or None,
+            "reviewDecision": review["decision"] if review is not None else None,
+            "firstSeen": display_time(row["firstAt"]) if row.get("firstAt") else None,
+            "lastSeen": display_time(last_at) if last_at else None,
+            "healthState": health, "riskLevel": level, "riskLevelText": RISK_LEVEL_TEXT[level],
+            "eventCount": int(row.get("eventCount") or 0), "riskyEventCount": risky, "openIncidentCount": open_count,
+            "sessionCount": int(row.get("sessionCount") or 0), "runCount": int(row.get("runCount") or 0),
+            "traceCount": int(row.get("traceCount") or 0), "tokenCount": int(row.get("tokenCount") or 0),
+            "avgLatencyMs": round(float(row.get("avgLatencyMs") or 0), 2) if row.get("avgLatencyMs") == row.get("avgLatencyMs") else 0.0,
+            "topRiskCategory": top[0] if top else None, "topRiskName": top[1] if top else None,
+            "lastEventSubject": row.get("lastEventSubject") or "", "lastEventId": row.get("lastEventId") or None,
+            "eventCategoryCounts": dict(zip(categories[0], (int(v) for v in categories[1]))),
+            "sourceCounts": dict(zip(sources[0], (int(v) for v in sources[1]))),
+            "collectorIds": list(row.get("collectorIds") or []), "sourceIds": list(row.get("sourceIds") or []),
+            "metadataOnly": not row,
+            "_lastAt": last_at, "_matchIds": {asset_id, meta.get("agentAssetId") or ""} - {""},
+        }
+        return {k: v for k, v in item.items() if v is not None}
+
+    async def assets(self, window: TimeWindow, now: int, **filters) -> list[dict]:
+        """Every asset with events matching `filters` in the window (no visibility rule applied)."""
+        rows = await self.agent_rows(window, **filters)
+        opened = self._open_incidents()
+        out = []
+        for row in rows:
+            key = (row["workspacePath"], row["agentId"])
+            out.append(self.asset(row, self.metadata_for(*key), opened.get(key, 0), now))
+        return out
+
+    @staticmethod
+    def public(item: dict) -> dict:
+        return {k: v for k, v in item.items() if not k.startswith("_")}
+
+    # ---- agents inventory (§24.1) --------------------------------------------------------------
+    async def agents(self, body: dict, *, now: int | None = None) -> dict:
+        now = now or now_ms()
+        body = body if isinstance(body, dict) else {}
+        window = TimeWindow.from_body(body, now=now)
+        text = lambda key, limit=1024: clean(body.get(key), limit)  # noqa: E731
+        agent, workspace, asset_pin = text("agentId", 256), text("workspacePath"), text("agentAssetId", 64)
+        user = text("userId", 256)
+        health = text("healthState", 16).lower()
+        health = health if health in HEALTH_STATES else ""
+        criticality = text("criticality", 16).lower()
+        criticality = criticality if criticality in CRITICALITIES else ""
+        owner, environment, tag = text("owner", 120), text("environment", 64), text("tag", 64)
+        q = text("q", 200).lower()
+        include_unclassified = _truthy(body.get("includeUnclassified"))
+        limit = _clamp(body.get("limit"), 1, 500, 100)
+        pin_ws = bool(workspace) and not agent
+        pin_pair = bool(workspace and agent)
+        any_pin = pin_ws or pin_pair or bool(asset_pin)
+        filtered = bool(health or criticality or owner or environment or tag or q or user or (agent and not pin_pair))
+        opened = self._open_incidents()
+
+        assets: dict[tuple[str, str], dict] = {}
+        if not any_pin or filtered:
+            for item in await self.assets(window, now, agents=[agent] if agent else None, user=user):
+                assets[(item["workspacePath"], item["agentId"])] = item
+            for meta in self.metadata.values():
+                key = (meta.get("workspacePath", ""), meta.get("agentId", ""))
+                if key not in assets and (not agent or key[1] == agent) and not user:
+                    assets[key] = self.asset(None, meta, opened.get(key, 0), now)
+
+        def visible(item: dict) -> bool:
+            if item.get("metadataOnly"):
+                return True
+            if item["classification"] in AGENT_CLASSES:
+                return True
+            return include_unclassified and bool(agent) and item["agentId"] == agent
+
+        def wanted(item: dict) -> bool:
+            if not visible(item):
+                return False
+            if health and item["healthState"] != health:
+                return False
+            if criticality and item.get("criticality") != criticality:
+                return False
+            if owner and item.get("owner") != owner:
+                return False
+            if environment and item.get("environment") != environment:
+                return False
+            if tag and tag not in item.get("tags", []):
+                return False
+            if q and q not in " ".join(str(item.get(k) or "") for k in (
+                    "agentId", "agentAssetId", "workspacePath", "displayName", "detectedName", "owner", "team",
+                    "environment", "note", "locationLabel", "lastEventSubject", "userId")).lower() \
+                    and not any(q in t.lower() for t in item.get("tags", [])):
+                return False
+            return True
+
+        pinned = await self._pinned_assets(now, workspace if any_pin else "", agent if pin_pair else "", asset_pin) \
+            if any_pin else []
+        pinned_keys = {(p["workspacePath"], p["agentId"]) for p in pinned}
+        visible_items = [a for a in assets.values() if visible(a)]
+        rows = [a for a in visible_items if (not any_pin or filtered) and wanted(a)
+                and (a["workspacePath"], a["agentId"]) not in pinned_keys]
+        rows.sort(key=_agent_order)
+        pinned.sort(key=_agent_order)
+        result = pinned + rows
+        summary_base = visible_items + [p for p in pinned if (p["workspacePath"], p["agentId"]) not in assets]
+        return {"items": [self.public(a) for a in result[:limit]], "total": len(result),
+                "summary": agent_summary(summary_base), "updateTime": display_time(now)}
+
+    async def _pinned_assets(self, now: int, workspace: str, agent: str, asset_pin: str) -> list[dict]:
+        """Exact pins across the retention period, metadata-only assets included, no visibility rule."""
+        start, opened = now - RETENTION_MS, self._open_incidents()
+        metas = [m for m in self.metadata.values()
+                 if (workspace and m.get("workspacePath") == workspace and (not agent or m.get("agentId") == agent))
+                 or (asset_pin and m.get("agentAssetId") == asset_pin)]
+        found: dict[tuple[str, str], dict] = {}
+        if workspace:
+            for item in await self.assets(None, now, workspaces=[workspace], agents=[agent] if agent else None,
+                                          start=start, end=now):
+                found[(item["workspacePath"], item["agentId"])] = item
+        if asset_pin:
+            keys = [(m.get("workspacePath", ""), m.get("agentId", "")) for m in metas if m.get("agentAssetId") == asset_pin]
+            if keys:
+                items = await self.assets(None, now, workspaces=sorted({k[0] for k in keys}),
+                                          agents=sorted({k[1] for k in keys}), start=start, end=now)
+            else:  # no metadata names it: the asset id is derived from events, look at every asset
+                items = await self.assets(None, now, start=start, end=now)
+            for item in items:
+                if asset_pin in item["_matchIds"]:
+                    found[(item["workspacePath"], item["agentId"])] = item
+        for meta in metas:
+            key = (meta.get("workspacePath", ""), meta.get("agentId", ""))
+            if key not in found:
+                item = self.asset(None, meta, opened.get(key, 0), now)
+                if not asset_pin or asset_pin in item["_matchIds"] or workspace:
+                    found[key] = item
+        return list(found.values())
+
+    # ---- workspaces inventory (§24.2) ----------------------------------------------------------
+    def workspace_item(self, workspace: str, agents: list[dict], now: int) -> dict:
+        states = {s: sum(1 for a in agents if a["healthState"] == s) for s in HEALTH_STATES}
+        health = next((s for s in HEALTH_STATES if states[s]), "stale")
+        risky = sum(a.get("riskyEventCount", 0) for a in agents)
+        level_rank = max((SEVERITIES.index(a["riskLevel"]) if a["riskLevel"] in SEVERITIES else 0 for a in agents), default=0)
+        level = risk_level(level_rank, risky)
+        last = max((a.get("_lastAt") or 0 for a in agents), default=0)
+        firsts = [a["firstSeen"] for a in agents if a.get("firstSeen")]
+        collectors = sorted({c for a in agents for c in a.get("collectorIds", [])})
+
+        def rollup(key: str) -> list[str]:
+            counts: dict[str, int] = {}
+            for a in agents:
+                if a.get(key):
+                    counts[a[key]] = counts.get(a[key], 0) + 1
+            return [k for k, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+        owners, teams, envs = rollup("owner"), rollup("team"), rollup("environment")
+        crit = max((CRITICALITIES.index(a["criticality"]) for a in agents if a.get("criticality") in CRITICALITIES), default=-1)
+        categories: dict[str, int] = {}
+        for a in agents:
+            for k, v in a.get("eventCategoryCounts", {}).items():
+                categories[k] = categories.get(k, 0) + v
+        tops: dict[tuple[str, str], int] = {}
+        for a in agents:
+            if a.get("topRiskCategory"):
+                key = (a["topRiskCategory"], a.get("topRiskName", ""))
+                tops[key] = tops.get(key, 0) + a.get("riskyEventCount", 0)
+        top = max(tops.items(), key=lambda kv: kv[1])[0] if tops else None
+        maintenance = getattr(self.engine, "maintenance", None)
+        window = None
+        if maintenance is not None:
+            try:
+                window = maintenance.active_for_workspace(workspace, now)
+            except Exception:
+                log.exception("maintenance lookup failed")
+        item = {
+            "workspacePath": workspace, "healthState": health, "riskLevel": level, "riskLevelText": RISK_LEVEL_TEXT[level],
+            "owner": owners[0] if owners else None, "team": teams[0] if teams else None,
+            "environment": envs[0] if envs else None, "criticality": CRITICALITIES[crit] if crit >= 0 else None,
+            "owners": owners, "teams": teams, "environments": envs,
+            "agentCount": len(agents), "activeAgents": states["active"], "idleAgents": states["idle"],
+            "staleAgents": states["stale"], "riskyAgents": states["risky"],
+            "agentIds": sorted(a["agentId"] for a in agents)[:100],
+            "collectorCount": len(collectors), "collectorIds": collectors[:64],
+            "eventCount": sum(a.get("eventCount", 0) for a in agents), "riskyEventCount": risky,
+            "openIncidentCount": sum(a.get("openIncidentCount", 0) for a in agents),
+            "sessionCount": sum(a.get("sessionCount", 0) for a in agents),
+            "runCount": sum(a.get("runCount", 0) for a in agents),
+            "traceCount": sum(a.get("traceCount", 0) for a in agents),
+            "tokenCount": sum(a.get("tokenCount", 0) for a in agents),
+            "topRiskCategory": top[0] if top else None, "topRiskName": top[1] if top else None,
+            "eventCategoryCounts": categories,
+            "firstSeen": min(firsts) if firsts else None, "lastSeen": display_time(last) if last else None,
+            "maintenanceActive": window is not None,
+            "maintenanceWindowId": window.get("windowId") if window else None,
+            "maintenanceTitle": window.get("title") if window else None,
+            "_lastAt": last,
+        }
+        return {k: v for k, v in item.items() if v is not None}
+
+    async def workspaces(self, body: dict, *, now: int | None = None) -> dict:
+        now = now or now_ms()
+        body = body if isinstance(body, dict) else {}
+        window = TimeWindow.from_body(body, now=now)
+        text = lambda key, limit=1024: clean(body.get(key), limit)  # noqa: E731
+        pin = text("workspacePath")
+        health = text("healthState", 16).lower()
+        health = health if health in HEALTH_STATES else ""
+        criticality = text("criticality", 16).lower()
+        criticality = criticality if criticality in CRITICALITIES else ""
+        owner, environment, q = text("owner", 120), text("environment", 64), text("q", 200).lower()
+        limit = _clamp(body.get("limit"), 1, 500, 100)
+        filtered = bool(health or criticality or owner or environment or q)
+        opened = self._open_incidents()
+
+        def group(items: list[dict], visibility: bool) -> dict[str, list[dict]]:
+            out: dict[str, list[dict]] = {}
+            for item in items:
+                if visibility and not (item.get("metadataOnly") or item["classification"] in AGENT_CLASSES):
+                    continue
+                out.setdefault(item["workspacePath"], []).append(item)
+            return out
+
+        groups: dict[str, list[dict]] = {}
+        if not pin or filtered:
+            items = await self.assets(window, now)
+            have = {(i["workspacePath"], i["agentId"]) for i in items}
+            for meta in self.metadata.values():
+                key = (meta.get("workspacePath", ""), meta.get("agentId", ""))
+                if key not in have:
+                    items.append(self.asset(None, meta, opened.get(key, 0), now))
+            groups = group(items, True)
+        pinned: list[dict] = []
+        if pin:
+            items = await self.assets(None, now, workspaces=[pin], start=now - RETENTION_MS, end=now)
+            have = {(i["workspacePath"], i["agentId"]) for i in items}
+            for meta in self.metadata.values():
+                key = (meta.get("workspacePath", ""), meta.get("agentId", ""))
+                if meta.get("workspacePath") == pin and key not in have:
+                    items.append(self.asset(None, meta, opened.get(key, 0), now))
+            if items:
+                pinned.append(self.workspace_item(pin, items, now))
+        all_items = [self.workspace_item(ws, agents, now) for ws, agents in groups.items()]
+        rows = []
+        if not pin or filtered:
+            for item in all_items:
+                if item["workspacePath"] == pin:
+                    continue
+                if health and item["healthState"] != health:
+                    continue
+                if criticality and item.get("criticality") != criticality:
+                    continue
+                if owner and owner not in item.get("owners", []):
+                    continue
+                if environment and environment not in item.get("environments", []):
+                    continue
+                if q and q not in " ".join([item["workspacePath"], *item.get("owners", []), *item.get("teams", []),
+                                            *item.get("environments", []), *item.get("agentIds", [])]).lower():
+                    continue
+                rows.append(item)
+        rows.sort(key=lambda w: (HEALTH_RANK.get(w["healthState"], 9), -w.get("riskyEventCount", 0), -w.get("_lastAt", 0),
+                                 w["workspacePath"]))
+        result = pinned + rows
+        summary_base = all_items + [p for p in pinned if p["workspacePath"] not in groups]
+        summary = {
+            "totalWorkspaces": len(summary_base),
+            "riskyWorkspaces": sum(1 for w in summary_base if w["healthState"] == "risky"),
+            "activeWorkspaces": sum(1 for w in summary_base if w["healthState"] == "active"),
+            "idleWorkspaces": sum(1 for w in summary_base if w["healthState"] == "idle"),
+            "staleWorkspaces": sum(1 for w in summary_base if w["healthState"] == "stale"),
+            "maintenanceWorkspaces": sum(1 for w in summary_base if w.get("maintenanceActive")),
+            "totalAgents": sum(w["agentCount"] for w in summary_base),
+            "observedEventCount": sum(w["eventCount"] for w in summary_base),
+            "riskyEventCount": sum(w["riskyEventCount"] for w in summary_base),
+        }
+        return {"items": [self.public(w) for w in result[:limit]], "total": len(result), "summary": summary,
+                "updateTime": display_time(now)}
+
+    # ---- identity snapshot (§24.6) -------------------------------------------------------------
+    async def snapshot(self, node_name: str = "", *, now: int | None = None) -> dict:
+        now = now or now_ms()
+        node_name = clean(node_name, 256)
+        reviews_state = self._reviews_state()
+        cached = self._snapshot_cache.get(node_name)
+        if cached is not None and time.monotonic() - cached[0] < SNAPSHOT_CACHE_SECS and cached[2] == reviews_state:
+            return {**cached[1], "generatedAt": iso_time(now)}
+        entries: list[dict] = []
+        for review in sorted(self.reviews.values(), key=lambda r: -(r.get("updatedAt") or 0)):
+            ids = [*review.get("_ids", [])]
+            for extra in (review.get("agentId"), review.get("agentAssetId")):
+                if extra and extra not in ids:
+                    ids.append(extra)
+            ref = review.get("workloadRef") or {}
+            entries.append({
+                "ids": ids, "classification": review["decision"], "physicalWorkloadId": review.get("physicalWorkloadId") or "",
+                "source": "manual_review", "environment": ref.get("environment") or "",
+                "agentScopeId": review.get("agentId") or "", "agentId": review.get("agentId") or "",
+                "workspacePath": review.get("workspacePath") or "", "agentInstanceId": review.get("agentInstanceId") or "",
+                "workloadRef": ref, "confidence": 1.0, "reviewedAt": iso_time(review.get("reviewedAt") or now),
+                "evidence": [f"manual review by {review.get('reviewedBy') or 'operator'}"]
+                + ([review["note"]] if review.get("note") else []),
+            })
+        errors: list[str] = []
+        store = getattr(self.engine, "store", None)
+        if store is not None:
+            try:
+                entries.extend(await self._observed_entries(store, node_name, now))
+            except Exception as exc:
+                log.warning("identity snapshot read failed: %s", exc)
+                errors.append("observed workloads unavailable")
+        digest = hashlib.sha1(orjson.dumps(entries, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+        snapshot = {"schemaVersion": SNAPSHOT_SCHEMA, "version": f"v_{digest}", "generatedAt": iso_time(now),
+                    "ready": not errors, "nodeName": node_name, "entries": entries, "errors": errors}
+        if len(self._snapshot_cache) > 256:
+            self._snapshot_cache.clear()
+        self._snapshot_cache[node_name] = (time.monotonic(), snapshot, reviews_state)
+        return snapshot
+
+    def _reviews_state(self) -> tuple:
+        return len(self.reviews.records), max((r.get("updatedAt") or 0 for r in self.reviews.values()), default=0)
+
+    async def _observed_entries(self, store, node_name: str, now: int) -> list[dict]:
+        """Workloads with an identity classification seen in the last hour (agents and non-agents)."""
+        where = ["at >= {start:UInt64}", f"{CLASS_SQL} IN ('confirmed_agent', 'probable_agent', 'non_agent')"]
+        params: dict = {"start": now - SNAPSHOT_WINDOW_MS}
+        if node_name:
+            where.append("(JSONExtractString(attribution, 'workloadRef', 'nodeName') = {node:String} "
+                         "OR JSONExtractString(attributes, 'collectorNode') = {node:String})")
+            params["node"] = node_name
+        rows = await store.aquery_dicts(
+            "SELECT workspacePath, agentId, argMax(attribution, at) AS lastAttribution, argMax(process, at) AS lastProcess "
+            f"FROM {store.events_table} WHERE {' AND '.join(where)} GROUP BY workspacePath, agentId LIMIT 2000", params)
+        out = []
+        for row in rows:
+            attribution, process = _json(row["lastAttribution"]), _json(row["lastProcess"])
+            ref = attribution.get("workloadRef") if isinstance(attribution.get("workloadRef"), dict) else {}
+            ids = sorted(identity_ids(row["workspacePath"], row["agentId"], "", attribution, process))
+            if not ids:
+                continue
+            if self.review_for(row["workspacePath"], row["agentId"], set(ids)) is not None:
+                continue  # the manual review entry above already speaks for it
+            out.append({
+                "ids": ids, "classification": detected_classification(attribution),
+                "physicalWorkloadId": attribution.get("physicalWorkloadId") or "",
+                "source": str(attribution.get("source") or ""), "environment": ref.get("environment") or "",
+                "agentScopeId": attribution.get("agentScopeId") or row["agentId"], "agentId": row["agentId"],
+                "workspacePath": row["workspacePath"], "agentInstanceId": attribution.get("agentInstanceId") or "",
+                "workloadRef": ref, "confidence": float(attribution.get("confidence") or 0),
+                "evidence": [clean(e, 300) for e in attribution.get("evidence", [])][:10]
+                if isinstance(attribution.get("evidence"), list) else [],
+            })
+        return out
+
+
+# ---- event items (§7.2) ----------------------------------------------------------------------------
+
+def event_item(row: dict, inventory: Inventory | None = None) -> dict:
+    """An `AgentEventListItem` (§7.2) exactly as `/events/list` shows it, review overlay included."""
+    overlay = inventory.overlay if inventory is not None else None
+    if _list_item is not None:
+        return _list_item(row, overlay)
+    item = {k: v for k, v in row.items() if k != "ts"}
+    for key in ("attributes", "process", "attribution", "judgment"):
+        if key in item:
+            parsed = _json(item[key])
+            item[key] = parsed if (parsed or key == "attributes") else None
+    at = int(item.get("at") or 0)
+    item["at"] = display_time(at)
+    item["decisionUpdatedAt"] = int(item.get("decisionUpdatedAt") or at)
+    attribution, process = item.get("attribution") or {}, item.get("process") or {}
+    detected = detected_classification(attribution)
+    item["agentAssetId"] = agent_asset_id(item.get("workspacePath", ""), item.get("agentId", ""), attribution, process)
+    if attribution.get("agentDisplayName"):
+        item["detectedName"] = item["displayName"] = attribution["agentDisplayName"]
+    item["detectedClassification"] = detected
+    item["effectiveClassification"] = (overlay(item) if overlay else None) or detected
+    item["runtime"] = runtime_of(attribution, process)
+    label = location_label(attribution, process, item.get("attributes"))
+    if label:
+        item["locationLabel"] = label
+    return item
+
+
+# ---- summaries and ordering --------------------------------------------------------------------------
+
+def _agent_order(item: dict) -> tuple:
+    return (HEALTH_RANK.get(item["healthState"], 9), -item.get("riskyEventCount", 0), -(item.get("_lastAt") or 0),
+            item["workspacePath"], item["agentId"])
+
+
+def agent_summary(items: list[dict]) -> dict:
+    return {
+        "totalAgents": len(items),
+        "managedAgents": sum(1 for a in items if a.get("owner") or a.get("team")),
+        "productionAgents": sum(1 for a in items if str(a.get("environment") or "").lower() in ("production", "prod")),
+        "highCriticalityAgents": sum(1 for a in items if a.get("criticality") in ("high", "critical")),
+        "activeAgents": sum(1 for a in items if a["healthState"] == "active"),
+        "idleAgents": sum(1 for a in items if a["healthState"] == "idle"),
+        "staleAgents": sum(1 for a in items if a["healthState"] == "stale"),
+        "riskyAgents": sum(1 for a in items if a["healthState"] == "risky"),
+        "openIncidentAgents": sum(1 for a in items if a.get("openIncidentCount")),
+        "observedEventCount": sum(a.get("eventCount", 0) for a in items),
+        "riskyEventCount": sum(a.get("riskyEventCount", 0) for a in items),
+    }
+
+
+def _truthy(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    return isinstance(value, (str, int)) and str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _clamp(value: object, low: int, high: int, default: int) -> int:
+    try:
+        return max(low, min(high, int(float(value))))  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
+def setup(engine) -> Inventory:
+    inventory = Inventory(engine)
+    engine.inventory = inventory
+    engine.register_book(inventory.metadata)
+    engine.register_book(inventory.reviews)
+    engine.owner_of = inventory.owner_of
+    engine.has_agent_metadata = inventory.has_agent_metadata
+    engine.review_for_event = inventory.review_for_event
+    queries = getattr(engine, "queries", None)
+    if queries is not None and hasattr(queries, "overlay") and getattr(queries, "overlay", None) is None:
+        queries.overlay = inventory.overlay  # effectiveClassification in /events/list follows reviews
+    return inventory
