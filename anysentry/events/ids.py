@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 
 
-def _part(p: object) -> str:
+def part_text(p: object) -> str:
+    """`s(p)` of §4.1: '' for None, true/false, decimal integers (no `.0`), else the string."""
     if p is None:
         return ""
     if isinstance(p, bool):
@@ -17,10 +18,19 @@ def _part(p: object) -> str:
     return str(p)
 
 
+def sha1_hex(text: str, length: int = 16) -> str:
+    """The first `length` hex chars of sha1 over `text` (UTF-8, lone surrogates passed through)."""
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:length]
+
+
+def hash_hex(parts: list | tuple, length: int = 16) -> str:
+    """`sha1_hex` over every part's `part_text` followed by a NUL byte."""
+    return sha1_hex("".join([part_text(p) + "\0" for p in parts]), length)
+
+
 def hash_id(prefix: str, parts: list | tuple, length: int = 16) -> str:
-    """`prefix_` + first `length` hex chars of sha1 over every part followed by a NUL byte."""
-    joined = "".join(_part(p) + "\0" for p in parts)
-    return f"{prefix}_{hashlib.sha1(joined.encode('utf-8', 'surrogatepass')).hexdigest()[:length]}"
+    """`prefix_` + `hash_hex(parts)`: ids over the same parts differ only in their prefix."""
+    return f"{prefix}_{hash_hex(parts, length)}"
 
 
 def sha256_hex(text: str) -> str:

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 
 import orjson
 
 from anysentry.events import kinds as K
-from anysentry.events.ids import hash_id
-from anysentry.events.model import AgentEvent, Heartbeat, Observation, Rejection, SourceContext
-from anysentry.events.redact import REDACTED, clean_value, is_sensitive_key, redact_text, sanitize_attributes
+from anysentry.events.ids import hash_id, part_text, sha1_hex
+from anysentry.events.model import EVENT_SOURCES, AgentEvent, Heartbeat, Observation, Rejection, SourceContext
+from anysentry.events.redact import (
+    REDACTED, clean_value, has_marker, is_sensitive_key, redact_head, redact_text, sanitize_attributes,
+)
 from anysentry.events.timefmt import now_ms, parse_time
 
 UNPARSEABLE = "unparseable event"
@@ -50,7 +53,7 @@ _COPIED = (
     "peer", "port", "query", "path", "sni", "kind", "prompt_tokens", "completion_tokens", "argv_truncated",
     "argv_incomplete", "exec_confirmed", "argv_source", "captured_argc", "captured_bytes", "observed_argc",
     "observed_bytes", "model", "detail", "write", "exit_code", "signal",
-)
+)  # none of them is a sensitive key (§5.2)
 _PROCESS_KEYS = {
     "pid": "pid", "ppid": "ppid", "uid": "uid", "comm": "comm", "exe": "exe", "cwd": "cwd", "cgroup": "cgroup",
     "cgroupId": "cgroupId", "cgroup_id": "cgroupId", "systemdUnit": "systemdUnit", "systemd_unit": "systemdUnit",
@@ -60,6 +63,7 @@ _PROCESS_KEYS = {
     "mountNamespace": "mountNamespace", "mount_namespace": "mountNamespace",
 }
 _STRING_IDS = frozenset({"cgroupId", "startTimeTicks", "eventTimeNs", "startTimeNs"})
+_INT_MIN, _INT_END = -(2**63), 2**64  # integers clean_value keeps as they are
 
 
 def parse_line(line: str | bytes) -> dict | Rejection:
@@ -81,10 +85,10 @@ def parse_line(line: str | bytes) -> dict | Rejection:
 
 
 def _text(value: object) -> str:
-    if value is None:
-        return ""
     if isinstance(value, str):
         return value
+    if value is None:
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -100,29 +104,57 @@ def _given(item: dict, key: str, limit: int = 512) -> str:
     return redact_text(_text(value).strip()[:limit])
 
 
-def _process(raw: object) -> dict | None:
+def _unchanged(text: str) -> str:
+    """The redaction of a string taken from a clean line (see `_line_is_clean`)."""
+    return text
+
+
+def _process(raw: object, redact=redact_text) -> dict | None:
+    """§6.1 process context: known keys in camel or snake case, scalars only, large ids as strings."""
     if not isinstance(raw, dict):
         return None
     out = {}
-    for key, value in raw.items():
-        name = _PROCESS_KEYS.get(key)
-        if name is None or value is None or isinstance(value, (dict, list)):
+    for key, name, string_id in _process_plan(tuple(raw)):
+        value = raw[key]
+        if isinstance(value, str):
+            value = redact(value)[:512]
+        elif isinstance(value, (int, float)):
+            if string_id:
+                value = _text(value)
+        elif value is None or isinstance(value, (dict, list)):
             continue
-        if name in _STRING_IDS and isinstance(value, (int, float)):
-            value = _text(value)
-        elif isinstance(value, str):
-            value = redact_text(value)[:512]
         out[name] = value
     return out or None
 
 
-def _argv(inner: dict) -> tuple[list[str], bool]:
-    """argv as strings, bounded to 32 KiB; the flag says the bound cut it."""
+# objects of one producer share their key sequence: what to do with each key is worked out once per sequence
+@lru_cache(maxsize=512)
+def _process_plan(keys: tuple) -> tuple[tuple[object, str, bool], ...]:
+    """(key, canonical name, stored as a string) for each known key of a process object, in order."""
+    return tuple((key, _PROCESS_KEYS[key], _PROCESS_KEYS[key] in _STRING_IDS) for key in keys if key in _PROCESS_KEYS)
+
+
+@lru_cache(maxsize=512)
+def _copied_keys(keys: tuple) -> tuple[str, ...]:
+    """The keys of a payload that are copied to attributes (§7.5), in `_COPIED` order."""
+    return tuple(key for key in _COPIED if key in keys)
+
+
+def _argv_text(inner: dict) -> tuple[str, bool]:
+    """argv joined by single spaces, bounded to 1024 items and 32 KiB; the flag says the bound cut it."""
     raw = inner.get("argv")
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list):
-        return [], False
+        return "", False
+    if len(raw) <= 1024:
+        try:
+            joined = " ".join(raw)  # the common case: strings only, within the bound
+        except TypeError:
+            pass
+        else:
+            if len(joined) <= JUDGE_SUBJECT_LIMIT:
+                return joined, False
     argv, total, cut = [], 0, False
     for item in raw:
         text = item if isinstance(item, str) else _text(item)
@@ -131,7 +163,7 @@ def _argv(inner: dict) -> tuple[list[str], bool]:
             break
         argv.append(text)
         total += len(text) + 1
-    return argv, cut
+    return " ".join(argv), cut
 
 
 def _duration_ms(value: object) -> float:
@@ -164,6 +196,9 @@ def _number(value: object) -> float:
     return max(0.0, min(number, _MAX_EXACT))
 
 
+_LLM_TARGET_KINDS = frozenset({K.EGRESS, K.DNS})
+
+
 def _llm_match(endpoints: tuple[str, ...], kind: str, inner: dict) -> str | None:
     """The peer or query an Egress/Dns targets when it is a known LLM endpoint (§7.4)."""
     if kind == K.EGRESS:
@@ -179,69 +214,140 @@ def _llm_match(endpoints: tuple[str, ...], kind: str, inner: dict) -> str | None
     return None
 
 
-def _subjects(kind: str, inner: dict, argv: list[str]) -> tuple[str, str | None]:
-    """(stored redacted subject §7.5, raw L1 subject §6.2 or None when L1 does not judge it)."""
-    if kind == K.TOOL_EXEC:
-        joined = " ".join(argv)
-        return (redact_text(joined)[:80] or "exec"), joined
+def _subjects(kind: str, inner: dict, redact) -> tuple[str, str | None]:
+    """(stored redacted subject §7.5, raw L1 subject §6.2 or None when L1 does not judge it); not ToolExec."""
     if kind == K.EGRESS:
         peer = _text(inner.get("peer"))
         port = inner.get("port")
-        port_text = _text(port) if isinstance(port, (int, str)) and not isinstance(port, bool) and _text(port) else ""
-        stored = f"egress → {peer}" + (f":{port_text}" if port_text else "")
-        return redact_text(stored)[:SUBJECT_LIMIT], f"{peer}:{port_text or 0}"[:JUDGE_SUBJECT_LIMIT]
+        port_text = _text(port) if isinstance(port, (int, str)) and not isinstance(port, bool) else ""
+        stored = f"egress → {peer}:{port_text}" if port_text else f"egress → {peer}"
+        return redact(stored)[:SUBJECT_LIMIT], f"{peer}:{port_text or 0}"[:JUDGE_SUBJECT_LIMIT]
     if kind == K.DNS:
         query = _text(inner.get("query"))
-        return redact_text(f"dns {query}")[:SUBJECT_LIMIT], query[:JUDGE_SUBJECT_LIMIT]
+        return redact(f"dns {query}")[:SUBJECT_LIMIT], query[:JUDGE_SUBJECT_LIMIT]
     if kind == K.FILE_ACCESS:
         path = _text(inner.get("path"))
-        return redact_text(f"file {path}")[:SUBJECT_LIMIT], path[:JUDGE_SUBJECT_LIMIT]
+        return redact(f"file {path}")[:SUBJECT_LIMIT], path[:JUDGE_SUBJECT_LIMIT]
     if kind == K.FILE_DELETE:
-        return redact_text(f"file {_text(inner.get('path'))}")[:SUBJECT_LIMIT], None
+        return redact(f"file {_text(inner.get('path'))}")[:SUBJECT_LIMIT], None
     if kind == K.SSL_CONTENT:
         content = inner.get("content")
         return "ssl content", (content if isinstance(content, str) else _text(content))[:JUDGE_SUBJECT_LIMIT]
     if kind == K.SECURITY_ACTION:
         action, detail = _text(inner.get("kind")), _text(inner.get("detail"))
         judged = f"{action} {detail}".strip() if detail else action
-        return redact_text(f"security {action}")[:SUBJECT_LIMIT], judged[:JUDGE_SUBJECT_LIMIT]
+        return redact(f"security {action}")[:SUBJECT_LIMIT], judged[:JUDGE_SUBJECT_LIMIT]
     if kind == K.LLM_CALL:
-        return redact_text(f"llm {_text(inner.get('sni')) or _text(inner.get('peer'))}")[:SUBJECT_LIMIT], None
+        return redact(f"llm {_text(inner.get('sni')) or _text(inner.get('peer'))}")[:SUBJECT_LIMIT], None
     return kind, None
 
 
-def _attributes(kind: str, inner: dict, argv: list[str], identity: dict, item: dict, source: SourceContext | None) -> dict:
-    # OTLP attribute values may be longer (§5.3); the OTLP parser asks for it on its items
-    value_limit = 500 if item.get("attributeValueLimit") == 500 else 240
+def _attributes(kind: str, inner: dict, argv_text: str | None, identity: dict, given: "_Given",
+                source: SourceContext | None, redact) -> dict:
+    """§7.5 attributes: copied payload keys in `_COPIED` order, argv, observer task and kind, then the
+    request's attributes, collector, node and source."""
+    limit = given.value_limit
     attrs: dict = {}
-    for key in _COPIED:
-        value = inner.get(key)
-        if value is None:
-            continue
-        if is_sensitive_key(key) and key != "kind":
-            attrs[key] = REDACTED
-            continue
-        cleaned = clean_value(value, value_limit)
-        if cleaned is not None:
-            attrs[key] = cleaned
-    if kind == K.TOOL_EXEC:
-        attrs["argv"] = redact_text(" ".join(argv))[:300]
+    for key in _copied_keys(tuple(inner)):
+        value = inner[key]
+        if isinstance(value, str):
+            attrs[key] = redact(value)[:limit]
+        elif type(value) is int and _INT_MIN <= value < _INT_END:
+            attrs[key] = value
+        elif value is not None:
+            cleaned = clean_value(value, limit)
+            if cleaned is not None:
+                attrs[key] = cleaned
+    if argv_text is not None:
+        attrs["argv"] = argv_text[:300]
     task = identity.get("task")
     if task is not None and not isinstance(task, (dict, list)):
-        attrs["observerTask"] = redact_text(_text(task)[:240])
+        attrs["observerTask"] = redact(_text(task)[:240])
     attrs["observerKind"] = kind
-    extra = item.get("attributes")
+    extra = given.attributes
     if isinstance(extra, dict) and extra:
-        attrs.update(sanitize_attributes(extra, max_keys=max(0, 120 - len(attrs)), max_value=value_limit))
-    collector = _given(item, "collectorId") or (source.collectorId if source else "")
+        attrs.update(sanitize_attributes(extra, max_keys=max(0, 120 - len(attrs)), max_value=limit))
+    collector = given.collectorId or (source.collectorId if source else "")
     if collector:
         attrs["collectorId"] = collector
-    node = _given(item, "nodeName")
-    if node:
-        attrs["collectorNode"] = node
+    if given.nodeName:
+        attrs["collectorNode"] = given.nodeName
     if source and source.sourceId:
         attrs["sourceId"] = source.sourceId
     return attrs
+
+
+@dataclass(slots=True)
+class _Given:
+    """The explicit request fields of an /ingest item (§8.1), read once: strings redacted and bounded
+    (empty when absent), the rest raw. `_NOTHING_GIVEN` stands for an item with none of them."""
+
+    source: str = ""
+    agentId: str = ""
+    workspacePath: str = ""
+    sessionId: str = ""
+    runId: str = ""
+    userId: str = ""
+    subject: str = ""
+    sourceEventId: str = ""
+    traceId: str = ""
+    spanId: str = ""
+    parentSpanId: str = ""
+    taskId: str = ""
+    rawPreview: str = ""
+    collectorId: str = ""
+    nodeName: str = ""
+    eventKind: str = ""
+    eventCategory: str = ""
+    at: object = None
+    tokenCount: object = None
+    latencyMs: object = None
+    attributes: object = None
+    process: object = None
+    attribution: object = None
+    value_limit: int = 240
+
+    @classmethod
+    def of(cls, item: dict) -> "_Given":
+        if len(item) == 1 or item.keys().isdisjoint(_GIVEN_KEYS):  # `line` alone: the common case
+            return _NOTHING_GIVEN
+        attribution = item.get("attribution")
+        return cls(
+            source=_given(item, "source"), agentId=_given(item, "agentId"),
+            workspacePath=_given(item, "workspacePath", 1024), sessionId=_given(item, "sessionId"),
+            runId=_given(item, "runId"), userId=_given(item, "userId"), subject=_given(item, "subject", 2000),
+            sourceEventId=_given(item, "sourceEventId", 256), traceId=_given(item, "traceId", 256),
+            spanId=_given(item, "spanId", 256), parentSpanId=_given(item, "parentSpanId", 256),
+            taskId=_given(item, "taskId", 256), rawPreview=_given(item, "rawPreview", 4000),
+            collectorId=_given(item, "collectorId"), nodeName=_given(item, "nodeName"),
+            eventKind=K.canonical_kind(item.get("eventKind")),
+            eventCategory=_text(item.get("eventCategory")).strip().lower(),
+            at=item.get("at"), tokenCount=item.get("tokenCount"), latencyMs=item.get("latencyMs"),
+            attributes=item.get("attributes"), process=item.get("process"),
+            attribution=_clean_tree(attribution) if isinstance(attribution, dict) else None,
+            # OTLP attribute values may be longer (§5.3); the OTLP parser asks for it on its items
+            value_limit=500 if item.get("attributeValueLimit") == 500 else 240,
+        )
+
+
+_NOTHING_GIVEN = _Given()
+_GIVEN_KEYS = frozenset(f for f in _Given.__slots__ if f != "value_limit") | {"attributeValueLimit"}
+
+
+def _line_is_clean(line: str) -> bool:
+    """No string decoded from this NDJSON text, nor one composed of them here, can need redaction.
+
+    Without a `\\u` escape each letter of a decoded string is a literal letter of the line (the other
+    escapes decode to non-letters), so a marker word in it is a marker word of the line; argv and the
+    subjects join such strings with spaces or after fixed prefixes, which cannot complete one either."""
+    no_escape = "\\" not in line or "\\u" not in line  # a backslash is rare and quick to look for
+    return no_escape and not has_marker(line)
+
+
+@lru_cache(maxsize=4096)
+def _trace_id(workspace: str, agent_id: str, session_id: str) -> str:
+    """One trace per workspace, agent and session (§4.2): far fewer than events, so cached."""
+    return hash_id("tr", [workspace, agent_id, session_id])
 
 
 def heartbeat_payload(inner: dict, item: dict) -> dict:
@@ -301,7 +407,9 @@ def normalize(
     """One /ingest item (§8.1 body: `line` plus explicit overrides) → a redacted canonical event.
 
     `line` may be the NDJSON text or an already-parsed record (API parsers pass their synthesised
-    record and its text in `lineText`). Never raises on producer input."""
+    record and its text in `lineText`). Never raises on producer input. A bare `{line}` item (the
+    common case) skips the override lookups, and the strings of a line without any redaction marker
+    are stored without redacting each of them."""
     if not isinstance(item, dict):
         return Rejection("invalid batch item")
     line = item.get("line")
@@ -333,98 +441,103 @@ def normalize(
         return Rejection(UNPARSEABLE)
     if line_kind == K.COLLECTOR_HEARTBEAT:
         return Heartbeat(heartbeat_payload(inner, item))
-    event_source = _given(item, "source") or default_source
-    if event_source not in ("observer", "synthetic", "api"):
+    given = _Given.of(item)
+    event_source = given.source or default_source
+    if event_source not in EVENT_SOURCES:
         event_source = default_source
     if line_kind not in K.RECORDED_KINDS:
         if event_source == "observer":
             return Rejection(UNPARSEABLE)
         line_kind = redact_text(line_kind.strip())[:KIND_LIMIT]
+    # strings taken from a clean line are stored as they are: redacting them would change nothing
+    clean = isinstance(line, str) and _line_is_clean(line)
+    redact = _unchanged if clean else redact_text
 
     settings = settings or default_settings()
     identity = record.get("identity")
     if not isinstance(identity, dict):
         identity = {}
-    id_agent = redact_text(_text(identity.get("agent")).strip()[:512])
-    id_session = redact_text(_text(identity.get("session")).strip()[:512])
-    id_task = redact_text(_text(identity.get("task")).strip()[:256])
+    id_agent = redact(_text(identity.get("agent")).strip()[:512])
+    id_session = redact(_text(identity.get("session")).strip()[:512])
+    id_task = redact(_text(identity.get("task")).strip()[:256])
+    task_session = f"task-{id_task}" if id_task else ""
 
-    agent_id = _given(item, "agentId") or id_agent or "unknown"
-    workspace = _given(item, "workspacePath", 1024) or redact_text(_text(inner.get("cwd")).strip()[:1024]) or (source.workspacePath if source else "") or f"agent://{agent_id}"
-    session_id = _given(item, "sessionId") or id_session or id_agent or (f"task-{id_task}" if id_task else "session")
-    run_id = _given(item, "runId") or id_session or id_agent or (f"task-{id_task}" if id_task else "") or session_id
+    agent_id = given.agentId or id_agent or "unknown"
+    workspace = (given.workspacePath or redact(_text(inner.get("cwd")).strip()[:1024])
+                 or (source.workspacePath if source else "") or f"agent://{agent_id}")
+    session_id = given.sessionId or id_session or id_agent or task_session or "session"
+    run_id = given.runId or id_session or id_agent or task_session or session_id
     uid = inner.get("uid")
-    user_id = _given(item, "userId") or (f"uid:{_text(uid)}" if uid is not None and _text(uid) else "system")
+    uid_text = _text(uid) if uid is not None else ""
+    user_id = given.userId or (f"uid:{uid_text}" if uid_text else "system")
 
-    argv, argv_cut = _argv(inner) if line_kind == K.TOOL_EXEC else ([], False)
-    subject, judge_subject = _subjects(line_kind, inner, argv)
+    argv_cut, argv_text = False, None
+    if line_kind == K.TOOL_EXEC:
+        judge_subject, argv_cut = _argv_text(inner)
+        argv_text = redact(judge_subject)
+        subject = argv_text[:80] or "exec"
+    else:
+        subject, judge_subject = _subjects(line_kind, inner, redact)
     stored_kind = line_kind
-    llm_target = _llm_match(settings.llm_endpoints, line_kind, inner)
+    llm_target = None
+    if line_kind in _LLM_TARGET_KINDS:
+        llm_target = _llm_match(settings.llm_endpoints, line_kind, inner)
     if llm_target is not None:
-        stored_kind, subject = K.LLM_CALL, redact_text(f"LLM call → {llm_target}")
-    explicit_kind = K.canonical_kind(item.get("eventKind"))
-    if explicit_kind:
+        stored_kind, subject = K.LLM_CALL, redact(f"LLM call → {llm_target}")
+    if given.eventKind:
+        explicit_kind = given.eventKind
         stored_kind = explicit_kind if explicit_kind in K.CATEGORY_BY_KIND else redact_text(explicit_kind)[:KIND_LIMIT]
-    explicit_subject = _given(item, "subject", 2000)
-    if explicit_subject:
-        subject = redact_text(explicit_subject)[:240]
+    if given.subject:
+        subject = redact_text(given.subject)[:240]
 
-    at = parse_time(item.get("at"), now if now is not None else now_ms()) if item.get("at") is not None else (now if now is not None else now_ms())
+    at = now if now is not None else now_ms()
+    if given.at is not None:
+        at = parse_time(given.at, at)
     source_id = source.sourceId if source else ""
-    source_event_id = _given(item, "sourceEventId", 256)
-    event_id = hash_id("evt", [source_id, source_event_id]) if source_event_id else hash_id("evt", [at, stored_kind, agent_id, session_id, line_text])
-    trace_id = _given(item, "traceId", 256) or hash_id("tr", [workspace, agent_id, session_id])
-    span_id = _given(item, "spanId", 256) or hash_id("sp", [at, stored_kind, agent_id, session_id, line_text])
+    # eventId and spanId hash the same parts (§4.2), all strings but `at`: one digest serves both
+    line_hash = sha1_hex(f"{part_text(at)}\0{stored_kind}\0{agent_id}\0{session_id}\0{line_text}\0")
+    source_event_id = given.sourceEventId
+    event_id = hash_id("evt", [source_id, source_event_id]) if source_event_id else f"evt_{line_hash}"
+    trace_id = given.traceId or _trace_id(workspace, agent_id, session_id)
+    span_id = given.spanId or f"sp_{line_hash}"
 
     token_count = 0.0
     if line_kind == K.LLM_API:
         token_count = _number(inner.get("prompt_tokens")) + _number(inner.get("completion_tokens"))
     latency = _duration_ms(inner.get("latency")) if line_kind == K.LLM_CALL else 0.0
-    if item.get("tokenCount") is not None:
-        token_count = _number(item.get("tokenCount"))
-    if item.get("latencyMs") is not None:
-        latency = _number(item.get("latencyMs"))
+    if given.tokenCount is not None:
+        token_count = _number(given.tokenCount)
+    if given.latencyMs is not None:
+        latency = _number(given.latencyMs)
 
-    category = _text(item.get("eventCategory")).strip().lower()
-    if category not in K.CATEGORIES:
-        category = K.category_of(stored_kind)
-
-    attributes = _attributes(line_kind, inner, argv, identity, item, source)
+    category = given.eventCategory if given.eventCategory in K.CATEGORIES else K.category_of(stored_kind)
+    attributes = _attributes(line_kind, inner, argv_text, identity, given, source, redact)
     if llm_target is not None:
         attributes["observerKind"] = line_kind
-    process = _process(item.get("process")) or _process(record.get("process"))
-    attribution = item.get("attribution") if isinstance(item.get("attribution"), dict) else None
-    if attribution is not None:
-        attribution = _clean_tree(attribution)
-    classification = _text((attribution or {}).get("classification")) or "unknown"
-    preview = _given(item, "rawPreview", 4000)
+    process = _process(given.process) or _process(record.get("process"), redact)
+    attribution = given.attribution
+    classification = (_text(attribution.get("classification")) if attribution else "") or "unknown"
+    if given.rawPreview:
+        preview = redact_text(given.rawPreview)[:RAW_PREVIEW_LIMIT]
+    else:
+        preview = line_text[:RAW_PREVIEW_LIMIT] if clean else redact_head(line_text, RAW_PREVIEW_LIMIT)
 
     event = AgentEvent(
-        eventId=event_id,
-        at=at,
-        eventKind=stored_kind,
-        eventCategory=category,
-        source=event_source,
-        subject=subject,
-        workspacePath=workspace,
-        agentId=agent_id,
-        sessionId=session_id,
-        userId=user_id,
-        traceId=trace_id,
-        spanId=span_id,
-        runId=run_id,
+        # the required fields, positionally in declaration order (cheaper than keywords)
+        event_id, at, stored_kind, category, event_source, subject, workspace, agent_id, session_id, user_id,
+        trace_id, span_id, run_id,
         sourceEventId=source_event_id,
         collectorId=attributes.get("collectorId", ""),
         sourceId=source_id,
-        parentSpanId=_given(item, "parentSpanId", 256),
-        taskId=_given(item, "taskId", 256) or id_task,
+        parentSpanId=given.parentSpanId,
+        taskId=given.taskId or id_task,
         decisionUpdatedAt=at,
         tokenCount=max(0, int(token_count)),
         latencyMs=max(0.0, latency),
         attributes=attributes,
         process=process,
         attribution=attribution,
-        rawPreview=redact_text(preview or line_text)[:RAW_PREVIEW_LIMIT],
+        rawPreview=preview,
     )
     incomplete = line_kind == K.TOOL_EXEC and (
         argv_cut or inner.get("argv_truncated") is True or inner.get("argv_incomplete") is True
