@@ -15,7 +15,7 @@ log = logging.getLogger("anysentry.ops.facts")
 
 RISKY = "verdict IN ('block', 'escalate')"
 MONITORED = ("(JSONExtractBool(attribution, 'monitored') "
-             "OR JSONExtractString(attribution, 'classification') IN ('confirmed_agent', 'probable_agent'))")
+             "OR classification IN ('confirmed_agent', 'probable_agent'))")
 ACTIVE_MS = 5 * 60_000
 IDLE_MS = 60 * 60_000
 RISKY_EVENT_LIMIT = 500

@@ -48,7 +48,7 @@ RETENTION_MS = 90 * 86_400_000
 RISKY_SQL = "verdict IN ('block', 'escalate')"
 FINAL_SQL = "decisionStatus IN ('succeeded', 'failed', 'timeout')"
 SEVERITY_SQL = "multiIf(severity = 'critical', 4, severity = 'high', 3, severity = 'medium', 2, severity = 'low', 1, 0)"
-CLASS_SQL = "simpleJSONExtractString(attribution, 'classification')"
+CLASS_SQL = "classification"  # materialised column (store/schema.py)
 MAX_GROUPS = 20_000
 SNAPSHOT_SCHEMA = "anysentry.workload_identity_snapshot.v1"
 SNAPSHOT_WINDOW_MS = 3_600_000

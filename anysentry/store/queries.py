@@ -43,7 +43,7 @@ LATEST_BY = "ORDER BY at DESC, decisionUpdatedAt DESC LIMIT 1 BY eventId"
 CLASSIFICATIONS = ("confirmed_agent", "probable_agent", "unknown", "non_agent")
 AGENT_CLASSES = ("confirmed_agent", "probable_agent")
 # attribution.classification without parsing JSON for the (many) events that carry no attribution
-CLASSIFICATION_SQL = "if(attribution IN ('', 'null', '{}'), '', JSONExtractString(attribution, 'classification'))"
+CLASSIFICATION_SQL = "classification"  # materialised column (schema.py)
 
 # Agent noise (§14.1): allowed ProcessExit, loopback egress to the proxy/api ports, trivial host-info
 # commands. Only ever allowed events: a judged risk is never hidden as noise.

@@ -54,6 +54,9 @@ EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("judgment", "String DEFAULT '{}'"),
     ("rawPreview", "String"),
     ("ts", "DateTime MATERIALIZED toDateTime(intDiv(at, 1000))"),
+    # agent-scope reads filter on it; materialised so they never parse JSON per row
+    ("classification", "LowCardinality(String) MATERIALIZED "
+                       "if(attribution IN ('', 'null', '{}'), '', JSONExtractString(attribution, 'classification'))"),
 )
 
 # Columns written by inserts (`ts` is computed by the engine).
