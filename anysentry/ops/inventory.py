@@ -24,11 +24,10 @@ from anysentry.events.timefmt import display_time, iso_time, now_ms
 from anysentry.ops.book import Book
 from anysentry.store.window import TimeWindow
 
-try:  # one list-item shape for /events/list, topology and evidence
-    from anysentry.store.queries import agent_asset_id as _asset_id
-    from anysentry.store.queries import list_item as _list_item
-except ImportError:  # pragma: no cover - the events reader lands separately
-    _asset_id = _list_item = None
+# one list-item shape, asset id and runtime label for /events/list, inventory, topology and evidence
+from anysentry.store.queries import agent_asset_id as _asset_id
+from anysentry.store.queries import list_item as _list_item
+from anysentry.store.queries import runtime_of as _runtime_of
 
 log = logging.getLogger("anysentry.ops.inventory")
 
@@ -119,32 +118,12 @@ def activity_state(last_at: int, now: int) -> str:
 
 # ---- identity (§4.2, §7.2) -----------------------------------------------------------------------
 
-def identity_key(workspace: str, agent: str, attribution: dict | None, process: dict | None) -> str:
-    """The first available identity key of §4.2 (`agentAssetId` is its hash)."""
-    attr = attribution if isinstance(attribution, dict) else {}
-    proc = process if isinstance(process, dict) else {}
-    ref = attr.get("workloadRef") if isinstance(attr.get("workloadRef"), dict) else {}
-    if attr.get("physicalWorkloadId"):
-        return str(attr["physicalWorkloadId"])
-    if attr.get("agentInstanceId"):
-        return str(attr["agentInstanceId"])
-    if ref.get("podUid"):
-        return f"k8s:{ref['podUid']}:{ref.get('containerName') or ''}"
-    scope = str(attr.get("agentScopeId") or agent or "")
-    host, boot, root = proc.get("hostId"), proc.get("bootId"), attr.get("rootPid")
-    if host and boot and root not in (None, ""):
-        return f"host-root:{host}:{boot}:{root}:{scope}:{workspace}"
-    return f"logical:{workspace}:{scope}"
-
-
 def asset_id_of(key: str) -> str:
     return "agent_" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
 
 
 def agent_asset_id(workspace: str, agent: str, attribution: dict | None = None, process: dict | None = None) -> str:
-    if _asset_id is not None:
-        return _asset_id(agent, workspace, attribution, process)
-    return asset_id_of(identity_key(workspace, agent, attribution, process))
+    return _asset_id(agent, workspace, attribution, process)
 
 
 def detected_classification(attribution: dict | None, judgment: dict | None = None) -> str:
@@ -152,38 +131,6 @@ def detected_classification(attribution: dict | None, judgment: dict | None = No
         if isinstance(source, dict) and source.get("classification") in CLASSIFICATIONS:
             return source["classification"]
     return "unknown"
-
-
-def runtime_of(attribution: dict | None, process: dict | None) -> str:
-    attr = attribution if isinstance(attribution, dict) else {}
-    proc = process if isinstance(process, dict) else {}
-    ref = attr.get("workloadRef") if isinstance(attr.get("workloadRef"), dict) else {}
-    env = str(ref.get("environment") or "").lower()
-    cgroup = str(proc.get("cgroup") or "").lower()
-    if ref.get("podUid") or ref.get("podName") or env in ("kubernetes", "k8s") or "kubepods" in cgroup:
-        return "kubernetes"
-    if env == "docker" or "docker" in cgroup:
-        return "docker"
-    if env == "host" or proc.get("hostId") or proc.get("pid") or attr.get("rootPid"):
-        return "host"
-    return "unknown"
-
-
-def location_label(attribution: dict | None, process: dict | None, attributes: dict | None = None) -> str:
-    attr = attribution if isinstance(attribution, dict) else {}
-    ref = attr.get("workloadRef") if isinstance(attr.get("workloadRef"), dict) else {}
-    proc = process if isinstance(process, dict) else {}
-    node = ref.get("nodeName") or (attributes or {}).get("collectorNode") or ""
-    if ref.get("namespace") and (ref.get("podName") or ref.get("name")):
-        label = f"{ref['namespace']}/{ref.get('podName') or ref.get('name')}"
-        if ref.get("containerName"):
-            label += f" ({ref['containerName']})"
-        return f"{label} on {node}" if node else label
-    if ref.get("name"):
-        return f"{ref['name']} on {node}" if node else str(ref["name"])
-    if proc.get("hostId"):
-        return f"host {proc['hostId']}"
-    return f"node {node}" if node else ""
 
 
 def identity_ids(workspace: str, agent: str, session: str, attribution: dict | None, process: dict | None) -> set[str]:
@@ -562,8 +509,8 @@ class Inventory:
             "owner": meta.get("owner") or None, "team": meta.get("team") or None,
             "environment": meta.get("environment") or None, "criticality": meta.get("criticality") or None,
             "tags": list(meta.get("tags") or []), "note": meta.get("note") or None,
-            "runtime": runtime_of(attribution, process) if row else "unknown",
-            "locationLabel": location_label(attribution, process) or None,
+            "runtime": _runtime_of(attribution, process, None)[0] if row else "unknown",
+            "locationLabel": _runtime_of(attribution, process, None)[1],
             "instanceCount": max(1, int(row.get("instances") or 0)) if row else 0,
             "confidence": 1.0 if review is not None else float(attribution.get("confidence") or 0),
             "attributionSource": "manual_review" if review is not None else str(attribution.get("source") or ""),
@@ -924,29 +871,7 @@ class Inventory:
 
 def event_item(row: dict, inventory: Inventory | None = None) -> dict:
     """An `AgentEventListItem` (§7.2) exactly as `/events/list` shows it, review overlay included."""
-    overlay = inventory.overlay if inventory is not None else None
-    if _list_item is not None:
-        return _list_item(row, overlay)
-    item = {k: v for k, v in row.items() if k != "ts"}
-    for key in ("attributes", "process", "attribution", "judgment"):
-        if key in item:
-            parsed = _json(item[key])
-            item[key] = parsed if (parsed or key == "attributes") else None
-    at = int(item.get("at") or 0)
-    item["at"] = display_time(at)
-    item["decisionUpdatedAt"] = int(item.get("decisionUpdatedAt") or at)
-    attribution, process = item.get("attribution") or {}, item.get("process") or {}
-    detected = detected_classification(attribution)
-    item["agentAssetId"] = agent_asset_id(item.get("workspacePath", ""), item.get("agentId", ""), attribution, process)
-    if attribution.get("agentDisplayName"):
-        item["detectedName"] = item["displayName"] = attribution["agentDisplayName"]
-    item["detectedClassification"] = detected
-    item["effectiveClassification"] = (overlay(item) if overlay else None) or detected
-    item["runtime"] = runtime_of(attribution, process)
-    label = location_label(attribution, process, item.get("attributes"))
-    if label:
-        item["locationLabel"] = label
-    return item
+    return _list_item(row, inventory.overlay if inventory is not None else None)
 
 
 # ---- summaries and ordering --------------------------------------------------------------------------
