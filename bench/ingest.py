@@ -4,6 +4,8 @@
    and stored (until the durable buffer has drained into the store);
 2. the raw chdb insert ceiling for the same judged rows (`Store.insert_events`), and the ratio;
 3. `/ingest` single-line latency p50/p95/p99 at concurrency 8.
+On a shared machine the wall-clock figures move with the load, so the server's CPU time per event
+and per request (user + system, all its threads) and the load average are printed beside them.
 Query latency over 1M stored events is `bench/queries.py` (run by `make bench`).
 
 Usage: .venv/bin/python bench/ingest.py [--events 60000] [--single 4000]"""
@@ -88,6 +90,11 @@ async def wait_healthy(session: aiohttp.ClientSession, url: str) -> None:
     raise SystemExit("server did not start")
 
 
+async def started(url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        await wait_healthy(session, url)
+
+
 async def buffered(session: aiohttp.ClientSession, url: str) -> int:
     async with session.get(url + "/security-center/healthz") as resp:
         return (await resp.json())["data"]["storage"]["bufferedEvents"]
@@ -136,6 +143,22 @@ async def single_latency(url: str, count: int) -> list[float]:
     return latencies
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all threads) so far; 0 where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
 
@@ -152,9 +175,14 @@ def main() -> None:
     env.pop("CLICKHOUSE_URL", None)
     server = subprocess.Popen([sys.executable, "-m", "anysentry.cli", "api", "--host", "127.0.0.1", "--port", str(port),
                                "--log-level", "WARNING"], cwd=ROOT, env=env)
+    load_before = load_average()
     try:
+        asyncio.run(started(url))  # start-up (imports, migrations) is not counted below
+        cpu0 = cpu_seconds(server.pid)
         rate = asyncio.run(batch_ingest(url, args.events))
+        cpu1 = cpu_seconds(server.pid)
         latencies = asyncio.run(single_latency(url, args.single))
+        cpu2 = cpu_seconds(server.pid)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
@@ -162,10 +190,13 @@ def main() -> None:
                              capture_output=True, text=True, check=True)
     raw = json.loads(ceiling.stdout)
     raw_rate = raw["rows"] / raw["seconds"]
-    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
+    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, "
+          f"load average {load_before} before, {load_average()} after")
     print(f"batch ingest (HTTP, judged + stored): {rate:,.0f} events/s   target ≥ {TARGET_BATCH:,}")
     print(f"raw chdb insert ceiling (same rows):  {raw_rate:,.0f} rows/s")
     print(f"ratio: {rate / raw_rate:.2f}   target ≥ {TARGET_RATIO}")
+    print(f"server CPU: {(cpu1 - cpu0) * 1e6 / max(1, args.events):.0f} µs per batch-ingested event, "
+          f"{(cpu2 - cpu1) * 1e6 / max(1, len(latencies)):.0f} µs per /ingest request")
     print(f"/ingest single line, concurrency 8, n={len(latencies)}: p50 {pct(latencies, 50):.2f} ms, "
           f"p95 {pct(latencies, 95):.2f} ms, p99 {pct(latencies, 99):.2f} ms   target p95 ≤ {TARGET_P95_MS} ms")
 

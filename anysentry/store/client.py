@@ -10,8 +10,9 @@ import asyncio
 import logging
 import operator
 import os
+import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ import orjson
 from anysentry.events.model import JSON_FIELDS, AgentEvent
 from anysentry.store import schema
 from anysentry.store.settings import StoreSettings, valid_identifier
+from anysentry.store.wal import write_all
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,79 @@ _DECISION_UPDATED_AT = _INSERT_COLUMNS.index("decisionUpdatedAt")
 _row_getter = operator.attrgetter(*_INSERT_COLUMNS)
 
 
+# Rows as JSON (`insert_json`): the orjson serialisation of AgentEvents, parsed by the engine in C++.
+# Objects land in the String columns as their JSON text; a JSON field that is None is read as NULL and
+# stored as `null`, and an unset (0) revision time as the event time — exactly what the column-oriented
+# path stores, so `AgentEvent.from_dict` gives back the event that was written.
+_JSON_COLUMNS = ", ".join(f"`{name}`" for name in _INSERT_COLUMNS)
+_JSON_STRUCTURE = ", ".join(
+    f"`{name}` {'Nullable(String)' if name in JSON_FIELDS else kind}" for name, kind in zip(_INSERT_COLUMNS, _INSERT_TYPES)
+)
+_JSON_SELECT = ", ".join(
+    f"ifNull(`{name}`, 'null')" if name in JSON_FIELDS
+    else "if(`decisionUpdatedAt` = 0, `at`, `decisionUpdatedAt`)" if name == "decisionUpdatedAt"
+    else f"`{name}`"
+    for name in _INSERT_COLUMNS
+)
+_JSON_SETTINGS = {"input_format_json_read_objects_as_strings": 1, "input_format_skip_unknown_fields": 1}
+_JSON_SETTINGS_SQL = ", ".join(f"{key} = {value}" for key, value in _JSON_SETTINGS.items())
+
+
+def json_rows(payloads: Sequence[bytes]) -> list:
+    """One JSON array of rows from several orjson arrays of events, as buffers to write in order
+    (slices, no copies); empty when there is no row."""
+    payloads = [p for p in payloads if len(p) > 2]  # b"[]" holds nothing
+    if len(payloads) <= 1:
+        return payloads
+    parts: list = [b"["]
+    for index, payload in enumerate(payloads):
+        if index:
+            parts.append(b",")
+        parts.append(memoryview(payload)[1:-1])
+    parts.append(b"]")
+    return parts
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+_ROWS_PREFIX = "anysentry-rows-"
+
+
+def _remove_orphaned_rows() -> None:
+    """Delete temporary row files left by a process that died mid-insert (named with its pid)."""
+    directory = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(_ROWS_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        try:
+            pid = int(name[len(_ROWS_PREFIX):].split("-", 1)[0])
+            if pid == os.getpid():
+                continue
+            os.kill(pid, 0)  # raises when no such process is alive
+        except ProcessLookupError:
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+        except (ValueError, PermissionError):
+            continue
+
+
+def _warm_insert_path() -> None:
+    """clickhouse-connect imports pandas on its first `insert` (~0.5 s holding the GIL); take that
+    at open, not in the middle of serving (state tables insert through it)."""
+    try:
+        from clickhouse_connect.driver import options
+
+        options.pd  # noqa: B018 - resolves (imports) lazily
+    except Exception:  # noqa: BLE001 - an optional speed-up only
+        log.debug("could not pre-import the insert dependencies", exc_info=True)
+
+
 def revision_at(event: AgentEvent) -> int:
     """The stored `decisionUpdatedAt`: an unset (0) revision time is the event time, as the column default."""
     return event.decisionUpdatedAt or event.at
@@ -102,6 +177,7 @@ class Store:
         self.database = valid_identifier(self.settings.database)
         self._client = None
         self._open_lock = threading.Lock()
+        self._json_body: bool | None = None  # a server takes `insert_json` bodies (probed once)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -134,6 +210,9 @@ class Store:
                     self.database,
                     self.settings.retention_days,
                 )
+                _warm_insert_path()
+                if self.settings.embedded:
+                    _remove_orphaned_rows()
                 self._client = client
         return self
 
@@ -177,17 +256,79 @@ class Store:
     # -- events ---------------------------------------------------------------------------------
 
     def insert_events(self, events: list[AgentEvent]) -> int:
-        """Insert one batch, column-oriented (the fastest path measured through clickhouse-connect)."""
+        """Insert one batch (serialised once with orjson, then `insert_json`)."""
         if not events:
             return 0
-        self.client.insert(
-            self.events_table,
-            event_columns(events),
-            column_names=list(_INSERT_COLUMNS),
-            column_type_names=_INSERT_TYPES,  # known types: no DESCRIBE round trip per insert
-            column_oriented=True,
-        )
+        self.insert_json([orjson.dumps(events)])
         return len(events)
+
+    def insert_json(self, payloads: Sequence[bytes]) -> None:
+        """Insert, as one statement, the events of orjson arrays of AgentEvents — the bytes the
+        writer already has for its log. The engine parses them (C++, no Python per row): chdb
+        reads them from a temporary file through `file()`, a server from the request body through
+        `input()`; both store exactly what `event_columns` would."""
+        parts = json_rows(payloads)
+        if not parts:
+            return
+        if self.settings.embedded:
+            self._insert_json_file(parts)
+            return
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        if self._json_body is None:
+            self._json_body = self._probe_json_body()
+        if self._json_body:
+            self._insert_json_body(data)
+        else:  # a server that refuses the JSON insert: the column-oriented path
+            self._insert_columns([AgentEvent.from_dict(item) for item in orjson.loads(data)])
+
+    def _insert_json_body(self, data: bytes) -> None:
+        """Rows sent as the request body of `INSERT … SELECT … FROM input(…)` (a server over HTTP)."""
+        self.client.command(
+            f"INSERT INTO {self.events_table} ({_JSON_COLUMNS}) SELECT {_JSON_SELECT} "
+            f"FROM input('{_JSON_STRUCTURE}') FORMAT JSONEachRow",
+            data=bytes(data),
+            settings=_JSON_SETTINGS,
+        )
+
+    def _probe_json_body(self) -> bool:
+        """Whether the server takes the JSON insert: try it once with no row (inserts nothing).
+        An unreachable server raises (decided on a later try); a refusal selects the column path."""
+        from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+        try:
+            self._insert_json_body(b"[]")
+        except OperationalError:
+            raise
+        except DatabaseError as error:
+            log.warning("the server refuses JSON inserts (%s); inserting column-oriented instead", error)
+            return False
+        return True
+
+    def _insert_columns(self, events: list[AgentEvent]) -> None:
+        if events:
+            self.client.insert(
+                self.events_table,
+                event_columns(events),
+                column_names=list(_INSERT_COLUMNS),
+                column_type_names=_INSERT_TYPES,  # known types: no DESCRIBE round trip per insert
+                column_oriented=True,
+            )
+
+    def _insert_json_file(self, parts: list) -> None:
+        """Rows read by the engine from a temporary file (chdb: no copy into the SQL text)."""
+        client = self.client
+        fd, path = tempfile.mkstemp(prefix=f"{_ROWS_PREFIX}{os.getpid()}-", suffix=".json")
+        try:
+            try:
+                write_all(fd, parts)
+            finally:
+                os.close(fd)
+            client.command(
+                f"INSERT INTO {self.events_table} ({_JSON_COLUMNS}) SELECT {_JSON_SELECT} "
+                f"FROM file({_sql_string(path)}, 'JSONEachRow', '{_JSON_STRUCTURE}') SETTINGS {_JSON_SETTINGS_SQL}"
+            )
+        finally:
+            os.unlink(path)
 
     def latest_events(self, event_ids: Iterable[str]) -> dict[str, AgentEvent]:
         """The latest decision revision of each given event id (absent ids are simply missing)."""

@@ -7,7 +7,11 @@ acknowledged yet; a full log refuses new batches (`BufferFull` → 503) rather t
 Layout: segment files `wal-<base>.log` (base = global byte position of the segment's first byte),
 each a run of records `<length u32><count u32><crc32 u32><payload>`, where the payload is the orjson
 array of one batch's events and the crc covers count and payload. A position is the global byte
-offset just after a record. `checkpoint` holds the acknowledged position, replaced atomically."""
+offset just after a record. `checkpoint` holds the acknowledged position, replaced atomically.
+
+Group commit: `append_many` writes several records with one `write` and one `fdatasync`, so
+concurrent producers share the cost of the flush; each record still gets its own answer (its
+position, or the reason it was refused) and none is answered before it is on disk."""
 
 from __future__ import annotations
 
@@ -69,11 +73,32 @@ def _crc(count: int, payload: bytes) -> int:
     return zlib.crc32(payload, zlib.crc32(count.to_bytes(4, "little")))
 
 
+def header(payload: bytes, count: int) -> bytes:
+    """The record header of an already serialised batch payload."""
+    return HEADER.pack(len(payload), count, _crc(count, payload))
+
+
 def frame(events: list) -> tuple[bytes, int]:
     """One record: header + orjson payload of the batch (AgentEvent or plain dicts)."""
     payload = orjson.dumps(events)
     count = len(events)
-    return HEADER.pack(len(payload), count, _crc(count, payload)) + payload, count
+    return header(payload, count) + payload, count
+
+
+_IOV_MAX = 512  # buffers per writev call (Linux allows 1024)
+
+
+def write_all(fd: int, buffers: list) -> None:
+    """Write every buffer in order (short writes resumed)."""
+    for start in range(0, len(buffers), _IOV_MAX):
+        chunk = [memoryview(b) for b in buffers[start : start + _IOV_MAX]]
+        while chunk:
+            written = os.writev(fd, chunk)
+            while chunk and written >= len(chunk[0]):
+                written -= len(chunk[0])
+                chunk.pop(0)
+            if written:
+                chunk[0] = chunk[0][written:]
 
 
 def _fsync_dir(path: str) -> None:
@@ -220,35 +245,73 @@ class WriteAheadLog:
         return self.append_framed(framed, count)
 
     def append_framed(self, framed: bytes, count: int) -> int:
+        """Write one framed record (header + payload) and fsync it."""
+        (outcome,) = self.append_many([((framed,), len(framed), count)])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def append_many(self, records: list[tuple[tuple, int, int]]) -> list[int | BaseException]:
+        """Group commit: write records `(buffers, size, count)` in order (a record's buffers are its
+        header and payload, `size` their total length) with one write and one fdatasync per segment
+        touched. Returns, per record, its position once it is durable, or the exception that kept
+        it out: BufferFull when it would pass the limit (later, smaller records may still fit), the
+        OSError of a failed write or flush (then no record of that segment is kept)."""
+        outcomes: list[int | BaseException] = [None] * len(records)  # type: ignore[list-item]
         with self._lock:
             if self._fd < 0:
                 raise RuntimeError("WAL is closed")
-            if self.pending_bytes + len(framed) > self.max_bytes:
-                raise BufferFull(
-                    f"local buffer full ({self.pending_bytes} of {self.max_bytes} bytes pending)"
-                )
-            if self._active_size and self._active_size + len(framed) > self.segment_bytes:
-                self._rotate()
-            offset = self._active_size
+            pending = self.pending_bytes
+            chunk: list[int] = []  # indexes of records bound for the active segment
+            chunk_bytes = 0
+            for index, (_, size, _) in enumerate(records):
+                if pending + size > self.max_bytes:
+                    outcomes[index] = BufferFull(
+                        f"local buffer full ({pending} of {self.max_bytes} bytes pending)"
+                    )
+                    continue
+                if self._active_size + chunk_bytes and self._active_size + chunk_bytes + size > self.segment_bytes:
+                    self._commit_chunk(records, chunk, outcomes)
+                    chunk, chunk_bytes = [], 0
+                    try:
+                        self._rotate()
+                    except OSError as error:
+                        for rest in range(index, len(records)):
+                            if outcomes[rest] is None:
+                                outcomes[rest] = error
+                        return outcomes
+                chunk.append(index)
+                chunk_bytes += size
+                pending += size
+            self._commit_chunk(records, chunk, outcomes)
+        return outcomes
+
+    def _commit_chunk(self, records: list, chunk: list[int], outcomes: list) -> None:
+        """Write and flush the records `chunk` (indexes into `records`) at the end of the active segment."""
+        if not chunk:
+            return
+        offset = self._active_size
+        try:
+            write_all(self._fd, [buffer for index in chunk for buffer in records[index][0]])
+            os.fdatasync(self._fd)
+        except OSError as error:
+            # Leave no half record behind (ENOSPC, EIO): the next append starts clean.
             try:
-                view = memoryview(framed)
-                while view:
-                    written = os.write(self._fd, view)
-                    view = view[written:]
-                os.fdatasync(self._fd)
+                os.ftruncate(self._fd, offset)
             except OSError:
-                # Leave no half record behind (ENOSPC, EIO): the next append starts clean.
-                try:
-                    os.ftruncate(self._fd, offset)
-                except OSError:
-                    log.exception("WAL: could not truncate a failed append")
-                raise
-            record = _Record(self._active_base, offset, len(framed), count)
-            self._active_size = offset + len(framed)
+                log.exception("WAL: could not truncate a failed append")
+            for index in chunk:
+                outcomes[index] = error
+            return
+        for index in chunk:
+            _, size, count = records[index]
+            record = _Record(self._active_base, offset, size, count)
+            offset += size
             self._records.append(record)
-            self.pending_bytes += record.size
+            self.pending_bytes += size
             self.pending_events += count
-            return record.end
+            outcomes[index] = record.end
+        self._active_size = offset
 
     def _rotate(self) -> None:
         os.fsync(self._fd)

@@ -1,11 +1,17 @@
 """`EventWriter`: the asyncio batch writer between the durable local log (WAL) and the store.
 
 `submit()` returns once a batch is fsynced in the WAL — that is what makes `accepted: true` true.
-A background task then moves batches to the store in large inserts (by size or every interval) and
-acknowledges them in the WAL. Recent batches are kept in memory for that, so the normal path never
-reads the log back; after a store failure, an overflow of that memory, or a restart, the writer
-replays from the WAL instead, skipping revisions the store already has, so a crash between an
-insert and its checkpoint never doubles a row."""
+Each batch is serialised once (orjson); those bytes are the WAL record and, later, the rows of the
+store insert (`Store.insert_json`), so the normal path never builds columns in Python. Concurrent
+submits share one write + fsync (group commit: one committer thread takes whatever arrived while
+the previous fsync ran), and every submitter still waits for its own batch to be on disk.
+
+A background task moves batches to the store in large inserts — when a full batch is pending,
+when ingest goes quiet, or every interval — and acknowledges them in the WAL. Recent batches are
+kept in memory (as their bytes) for that, so the normal path never reads the log back; after a
+store failure, an overflow of that memory, or a restart, the writer replays from the WAL instead,
+skipping revisions the store already has, so a crash between an insert and its checkpoint never
+doubles a row."""
 
 from __future__ import annotations
 
@@ -16,13 +22,21 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+import orjson
+
 from anysentry.events.model import AgentEvent
 from anysentry.store.client import Store, revision_at
-from anysentry.store.wal import BufferFull, WriteAheadLog, frame
+from anysentry.store.wal import BufferFull, WriteAheadLog, header
 
 log = logging.getLogger(__name__)
 
 __all__ = ["BufferFull", "EventWriter", "WriterStats"]
+
+# Ingest counts as quiet after this long without a submit; a quiet writer flushes what it holds,
+# but not more often than every `flush_interval * _QUIET_FLUSH_SHARE` (few, large parts).
+_QUIET_SECS = 0.05
+_QUIET_FLUSH_SHARE = 0.25
+_COMMITTER_IDLE_SECS = 30.0  # the committer thread ends after this long without a submission
 
 
 @dataclass(slots=True)
@@ -33,6 +47,14 @@ class WriterStats:
     last_write_latency: float  # seconds, last successful insert
     total_written: int
     last_error: str
+
+
+@dataclass(slots=True)
+class _Submission:
+    payload: bytes
+    count: int
+    future: asyncio.Future
+    outcome: object = None  # the WAL position, or the exception that kept the batch out
 
 
 class EventWriter:
@@ -51,6 +73,8 @@ class EventWriter:
         self.wal = wal
         self.batch_size = max(1, batch_size or store.settings.batch_size)
         self.flush_interval = flush_interval if flush_interval is not None else store.settings.flush_interval
+        self.quiet_secs = min(_QUIET_SECS, self.flush_interval)
+        self.quiet_gap = self.flush_interval * _QUIET_FLUSH_SHARE
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         # Beyond this many queued events the in-memory copies are dropped and the WAL is replayed.
@@ -59,9 +83,10 @@ class EventWriter:
         self.last_write_latency = 0.0
         self.total_written = 0
         self.last_error = ""
-        # Batches appended since the WAL was last fully caught up, in WAL order. Valid only while
-        # `_complete`: then it holds exactly the unacknowledged WAL batches.
-        self._queue: deque[tuple[int, list[AgentEvent]]] = deque()
+        # Batches appended since the WAL was last fully caught up, in WAL order, as
+        # (position, payload bytes, event count). Valid only while `_complete`: then it holds
+        # exactly the unacknowledged WAL batches.
+        self._queue: deque[tuple[int, bytes, int]] = deque()
         self._queued_events = 0
         self._complete = wal.pending_bytes == 0
         self._invalid = False  # set after a failed insert; applied under the lock by `_plan`
@@ -73,30 +98,94 @@ class EventWriter:
         self._stop_event = asyncio.Event()
         self._inflight: asyncio.Future | None = None
         self._backoff = 0.0
+        # group commit: submissions wait here for the committer thread
+        self._commit_cv = threading.Condition(threading.Lock())
+        self._commit_queue: list[_Submission] = []
+        self._commit_running = False  # a committer thread exists (it ends when idle)
+        self._commit_idle = False  # ... and waits for work
+        self._unanswered = 0  # submissions not answered yet (loop side)
+        self._last_submit = 0.0
+        self._last_flush = 0.0  # loop time of the start of the last flush
+        self._idle = False  # the flusher sleeps with nothing pending: wake it on the next submit
 
     # -- producer side --------------------------------------------------------------------------
 
     async def submit(self, events: list[AgentEvent]) -> None:
-        """Durably buffer a batch (fsync once); it reaches the store with the next flush.
+        """Durably buffer a batch (fsynced, possibly in one flush with concurrent batches); it
+        reaches the store with a later flush.
 
-        Raises BufferFull when the local buffer is at its limit. The writer keeps references to
-        the events until they are stored: do not mutate them afterwards (a new decision revision
-        is a new AgentEvent)."""
+        Raises BufferFull when the local buffer is at its limit (nothing of the batch is kept).
+        The events are serialised at once: mutating them afterwards changes nothing stored."""
         if not events:
             return
-        await asyncio.to_thread(self._append, list(events))
-        if self.wal.pending_events >= self.batch_size:
+        loop = asyncio.get_running_loop()
+        submission = _Submission(orjson.dumps(events), len(events), loop.create_future())
+        self._last_submit = loop.time()
+        self._unanswered += 1
+        with self._commit_cv:
+            self._commit_queue.append(submission)
+            if not self._commit_running:
+                self._commit_running = True
+                threading.Thread(target=self._commit_run, name="anysentry-wal-commit", daemon=True).start()
+            elif self._commit_idle:
+                self._commit_cv.notify()
+        # A caller that goes away (cancelled) does not take the batch out of its group: the
+        # committer writes it anyway and ignores the cancelled future.
+        outcome = await submission.future
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if self._idle or self.wal.pending_events >= self.batch_size:
             self._wake.set()
 
-    def _append(self, events: list[AgentEvent]) -> None:
-        framed, count = frame(events)
+    def _commit_run(self) -> None:
+        """The committer thread: append whatever was submitted meanwhile as one group (one write,
+        one fsync), answer it on the submitters' loop, repeat; ends after a while without work."""
+        cv = self._commit_cv
+        while True:
+            with cv:
+                if not self._commit_queue:
+                    self._commit_idle = True
+                    cv.wait(_COMMITTER_IDLE_SECS)
+                    self._commit_idle = False
+                    if not self._commit_queue:
+                        self._commit_running = False
+                        return
+                group, self._commit_queue = self._commit_queue, []
+            try:
+                self._commit_group(group)
+            except BaseException as error:  # noqa: BLE001 - each submitter learns why
+                for submission in group:
+                    if submission.outcome is None:
+                        submission.outcome = error
+            loop = group[0].future.get_loop()
+            try:
+                loop.call_soon_threadsafe(self._answer, group)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+    def _answer(self, group: list[_Submission]) -> None:
+        """On the loop: hand each submitter its outcome."""
+        self._unanswered -= len(group)
+        for submission in group:
+            if not submission.future.done():
+                submission.future.set_result(submission.outcome)
+
+    def _commit_group(self, group: list[_Submission]) -> None:
+        """In the committer thread: one WAL write + fsync for the group, then the memory queue."""
+        records = []
+        for submission in group:
+            payload = submission.payload
+            head = header(payload, submission.count)
+            records.append(((head, payload), len(head) + len(payload), submission.count))
         with self._mem_lock:
-            position = self.wal.append_framed(framed, count)
-            if self._complete:
-                self._queue.append((position, events))
-                self._queued_events += count
-                if self._queued_events > self.memory_events:
-                    self._drop_memory_locked()
+            outcomes = self.wal.append_many(records)
+            for submission, outcome in zip(group, outcomes):
+                submission.outcome = outcome
+                if self._complete and not isinstance(outcome, BaseException):
+                    self._queue.append((outcome, submission.payload, submission.count))
+                    self._queued_events += submission.count
+            if self._queued_events > self.memory_events:
+                self._drop_memory_locked()
 
     def _drop_memory_locked(self) -> None:
         self._queue.clear()
@@ -124,6 +213,8 @@ class EventWriter:
         task, self._task = self._task, None
         if task is not None:
             await task  # not cancelled: a flush in progress completes and is acknowledged
+        while self._unanswered:  # batches being appended are answered (and queued) first
+            await asyncio.sleep(0.001)
         await self._flush_all()
 
     async def sync(self) -> bool:
@@ -157,25 +248,46 @@ class EventWriter:
 
     # -- flushing -------------------------------------------------------------------------------
 
+    def _next_flush(self, now: float) -> tuple[float, bool]:
+        """(seconds until the next flush is due, whether it writes only full batches)."""
+        pending = self.wal.pending_events
+        if pending >= self.batch_size:
+            return 0.0, True
+        due = self._last_flush + self.flush_interval  # the interval: health probe or a trickle
+        if pending:
+            # Quiet ingest: write what is there without waiting for the interval.
+            due = min(due, max(self._last_submit + self.quiet_secs, self._last_flush + self.quiet_gap))
+        return due - now, False
+
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._last_flush = loop.time()
         while not self._stopping:
             if self._backoff:
                 # During an outage, size wake-ups do not shorten the retry delay.
                 await self._wait(self._stop_event, self._backoff)
-                by_size = False
+                full_only = False
             else:
-                by_size = await self._wait(self._wake, self.flush_interval)
+                delay, full_only = self._next_flush(loop.time())
+                if delay > 0:
+                    self._idle = self.wal.pending_events == 0
+                    await self._wait(self._wake, delay)
+                    self._idle = False
+                    self._wake.clear()
+                    continue  # look again: something was submitted, or the time has come
             if self._stopping:
                 return
             self._wake.clear()
+            self._last_flush = loop.time()
             try:
-                # A size wake-up writes only full batches (few, large parts: merges cost CPU);
-                # the interval writes whatever is there.
-                await self._flush_all(full_only=by_size)
+                # Full batches only while a backlog builds (few, large parts: merges cost CPU);
+                # quiet ingest or the interval write whatever is there.
+                await self._flush_all(full_only=full_only)
             except asyncio.CancelledError:
                 raise
             except Exception:  # never let the flusher die
                 log.exception("event writer: unexpected flush error")
+                await self._wait(self._stop_event, self.flush_interval)
 
     @staticmethod
     async def _wait(event: asyncio.Event, timeout: float) -> bool:
@@ -191,9 +303,12 @@ class EventWriter:
             return await self._flush_locked(full_only)
 
     async def _flush_locked(self, full_only: bool = False) -> bool:
-        """Drain what is pending in batches (only whole `batch_size` batches when `full_only`);
-        False when the store failed (the data stays in the WAL)."""
+        """Drain what is pending when called, in batches (while `full_only`: as long as whole
+        `batch_size` batches are pending); False when the store failed (the data stays in the
+        WAL). What arrives meanwhile waits for the next flush instead of trickling into the store
+        one small insert after another (every insert costs a part: ~10 ms of engine CPU)."""
         loop = asyncio.get_running_loop()
+        target = self.wal.end_position
         while True:
             if self._inflight is not None and not self._inflight.done():
                 # A step whose caller was cancelled still runs to its end (insert + acknowledge).
@@ -203,6 +318,8 @@ class EventWriter:
             outcome = await asyncio.shield(self._inflight)
             if outcome is not True:
                 return outcome is None
+            if not full_only and self.wal.checkpoint >= target:
+                return True
 
     def _flush_step(self, full_only: bool) -> bool | None:
         """Write one batch: True on progress, None when there is nothing (more) to write, False
@@ -213,8 +330,8 @@ class EventWriter:
         started = time.perf_counter()
         try:
             if plan[0] == "memory":
-                _, events, position, taken = plan
-                written = self.store.insert_events(events)
+                _, payloads, written, position, taken = plan
+                self.store.insert_json(payloads)
             else:
                 batches = list(self.wal.pending(limit_events=self.batch_size))
                 if not batches:
@@ -250,7 +367,8 @@ class EventWriter:
         return None
 
     def _plan(self, full_only: bool = False) -> tuple | None:
-        """What to flush next: None (nothing), ("memory", events, position, batches taken) or ("replay",)."""
+        """What to flush next: None (nothing), ("memory", payloads, events, position, batches
+        taken) or ("replay",)."""
         with self._mem_lock:
             if self._invalid:
                 self._invalid = False
@@ -266,21 +384,27 @@ class EventWriter:
             if not self._complete:
                 return ("replay",)
             # `_complete` and pending: the queue holds exactly the unacknowledged WAL batches.
-            events: list[AgentEvent] = []
-            position = taken = 0
-            for position, batch in self._queue:
-                events.extend(batch)
+            payloads: list[bytes] = []
+            position = taken = events = 0
+            for position, payload, count in self._queue:
+                payloads.append(payload)
+                events += count
                 taken += 1
-                if len(events) >= self.batch_size:
+                if events >= self.batch_size:
                     break
-            return ("memory", events, position, taken)
+            return ("memory", payloads, events, position, taken)
 
     def _acknowledge(self, position: int, taken: int) -> None:
         self.wal.acknowledge(position)
         with self._mem_lock:
             if taken and self._complete and not self._invalid:
                 for _ in range(taken):
-                    self._queued_events -= len(self._queue.popleft()[1])
+                    self._queued_events -= self._queue.popleft()[2]
+            if not self._complete and not self._invalid and self.wal.pending_bytes == 0:
+                # Caught up (appends happen under this lock): back to the in-memory path.
+                self._queue.clear()
+                self._queued_events = 0
+                self._complete = True
 
     def _insert_new(self, events: list[AgentEvent]) -> int:
         """Insert the events whose (eventId, decisionUpdatedAt) the store does not have yet."""

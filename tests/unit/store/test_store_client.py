@@ -121,3 +121,92 @@ def test_against_a_real_server(store_database):
     finally:
         server.command(f"DROP DATABASE IF EXISTS `{store_database}` SYNC")
         server.close()
+
+
+def test_insert_json_joins_payloads_into_one_insert(store):
+    import orjson
+
+    from anysentry.store.client import json_rows
+
+    a, b = make_events(3), make_events(2)
+    payloads = [orjson.dumps(a), b"[]", orjson.dumps(b)]
+    assert orjson.loads(b"".join(bytes(p) for p in json_rows(payloads))) == orjson.loads(orjson.dumps(a + b))
+    assert json_rows([b"[]"]) == [] and json_rows([]) == []
+    store.insert_json(payloads)
+    store.insert_json([b"[]"])  # nothing to do
+    parts = store.query_rows(f"SELECT count(), uniqExact(_part) FROM {store.events_table}")[0]
+    assert parts == (5, 1)  # one statement, one part
+    assert store.latest_events([e.eventId for e in a + b]) == {e.eventId: e for e in a + b}
+
+
+class _FakeServerClient:
+    """Records what a server would be sent; `refuse` makes the JSON insert fail like a server error."""
+
+    def __init__(self, refuse: Exception | None = None):
+        self.refuse = refuse
+        self.commands: list[tuple[str, bytes, dict]] = []
+        self.inserts: list[list] = []
+
+    def command(self, sql, data=None, settings=None):
+        if self.refuse is not None:
+            raise self.refuse
+        self.commands.append((sql, data, settings))
+
+    def insert(self, table, data, **kwargs):
+        self.inserts.append(data)
+
+
+def _server_store(tmp_path, client) -> Store:
+    server = Store(StoreSettings(url="http://127.0.0.1:9", data_dir=str(tmp_path), database="srv"))
+    server._client = client  # as if connected
+    return server
+
+
+def test_a_server_gets_the_json_rows_as_the_request_body(tmp_path):
+    import orjson
+
+    client = _FakeServerClient()
+    server = _server_store(tmp_path, client)
+    events = make_events(3)
+    server.insert_json([orjson.dumps(events[:1]), orjson.dumps(events[1:])])
+    probe, (sql, body, settings) = client.commands
+    assert probe[1] == b"[]"  # the one-time probe inserts nothing
+    assert "FROM input(" in sql and sql.endswith("FORMAT JSONEachRow") and "`srv`.`events`" in sql
+    assert orjson.loads(body) == orjson.loads(orjson.dumps(events))
+    assert settings["input_format_json_read_objects_as_strings"] == 1
+    server.insert_json([orjson.dumps(events)])
+    assert len(client.commands) == 3 and not client.inserts  # probed once
+
+
+def test_a_server_refusing_json_inserts_gets_columns(tmp_path):
+    import orjson
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    down = _server_store(tmp_path, _FakeServerClient(refuse=OperationalError("connection refused")))
+    with pytest.raises(OperationalError):
+        down.insert_events(make_events(1))
+    assert down._json_body is None  # undecided: probed again once the server answers
+
+    client = _FakeServerClient(refuse=DatabaseError("Unknown setting input_format_json_read_objects_as_strings"))
+    old = _server_store(tmp_path, client)
+    events = make_events(2)
+    assert old.insert_events(events) == 2
+    assert old._json_body is False and len(client.inserts) == 1
+    assert client.inserts[0] == event_columns([AgentEvent.from_dict(e) for e in orjson.loads(orjson.dumps(events))])
+
+
+def test_row_files_of_dead_processes_are_removed_at_open(store, store_settings, tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f"anysentry-rows-{int(dead.stdout)}-x.json"
+    mine = tmp_path / f"anysentry-rows-{os.getpid()}-y.json"
+    other = tmp_path / "unrelated.json"
+    for path in (orphan, mine, other):
+        path.write_text("[]")
+    Store(store_settings).open()
+    assert not orphan.exists() and mine.exists() and other.exists()

@@ -158,3 +158,69 @@ def test_record_damaged_after_writing_is_skipped_by_pending(tmp_path):
     batches = list(wal.pending())
     assert [b.events for b in batches] == [[], later]
     wal.close()
+
+
+def _record(events) -> tuple[tuple, int, int]:
+    framed, count = frame(events)
+    return (framed,), len(framed), count
+
+
+def test_append_many_is_one_flush_for_a_group(tmp_path, monkeypatch):
+    wal = WriteAheadLog(tmp_path, max_bytes=1 << 20)
+    flushes = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (flushes.append(fd), real(fd)))
+    batches = [make_events(n) for n in (1, 3, 2)]
+    positions = wal.append_many([_record(b) for b in batches])
+    assert len(flushes) == 1
+    assert positions == sorted(positions) and positions[-1] == wal.end_position
+    assert wal.pending_events == 6
+    wal.close()
+    reopened = WriteAheadLog(tmp_path, max_bytes=1 << 20)
+    assert [(b.position, b.events) for b in reopened.pending()] == list(zip(positions, batches))
+    reopened.close()
+
+
+def test_append_many_refuses_only_what_does_not_fit(tmp_path):
+    small, big = make_events(1), make_events(30)
+    wal = WriteAheadLog(tmp_path, max_bytes=len(frame(small)[0]) * 2 + 10)
+    outcomes = wal.append_many([_record(small), _record(big), _record(small)])
+    assert isinstance(outcomes[1], BufferFull)
+    assert isinstance(outcomes[0], int) and isinstance(outcomes[2], int) and outcomes[2] > outcomes[0]
+    assert [b.events for b in wal.pending()] == [small, small]
+    assert isinstance(wal.append_many([_record(small)])[0], BufferFull)  # full now
+    wal.close()
+
+
+def test_append_many_rotates_segments_inside_a_group(tmp_path):
+    wal = WriteAheadLog(tmp_path, max_bytes=1 << 22, segment_bytes=4096)
+    batches = [make_events(3) for _ in range(12)]
+    positions = wal.append_many([_record(b) for b in batches])
+    assert all(isinstance(p, int) for p in positions)
+    assert len(wal.segment_files()) >= 4
+    wal.close()
+    reopened = WriteAheadLog(tmp_path, max_bytes=1 << 22, segment_bytes=4096)
+    assert [b.events for b in reopened.pending()] == batches
+    reopened.close()
+
+
+def test_a_failed_flush_fails_the_whole_group_and_leaves_no_trace(tmp_path, monkeypatch):
+    wal = WriteAheadLog(tmp_path, max_bytes=1 << 20)
+    kept = make_events(2)
+    before = wal.append(kept)
+
+    def broken(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    outcomes = wal.append_many([_record(make_events(1)), _record(make_events(2))])
+    assert all(isinstance(o, OSError) for o in outcomes)
+    assert wal.end_position == before and wal.pending_events == 2
+    assert wal.segment_files()[-1].stat().st_size == before  # the half-written group is cut off
+    monkeypatch.undo()
+    after = make_events(1)
+    wal.append(after)
+    wal.close()
+    reopened = WriteAheadLog(tmp_path, max_bytes=1 << 20)
+    assert [b.events for b in reopened.pending()] == [kept, after]
+    reopened.close()

@@ -190,9 +190,9 @@ async def test_memory_overflow_falls_back_to_the_wal(store, wal):
 
 async def test_a_flush_cancelled_mid_insert_never_doubles_rows(store_settings, store, wal):
     class SlowStore(type(store)):
-        def insert_events(self, events):
+        def insert_json(self, payloads):
             time.sleep(0.3)  # the insert is in flight when the flush gets cancelled
-            return super().insert_events(events)
+            return super().insert_json(payloads)
 
     slow = SlowStore(store_settings).open()
     writer = EventWriter(slow, wal, batch_size=10_000, flush_interval=60)
@@ -228,3 +228,105 @@ async def test_unreachable_server_at_boot_buffers_and_reports_not_ready(store_se
     reopened = WriteAheadLog(settings.wal_dir, max_bytes=1 << 20)
     assert reopened.pending_events == 3  # still there for the next start
     reopened.close()
+
+
+async def test_concurrent_submits_share_fsyncs_and_each_waits_for_its_own(store, wal, monkeypatch):
+    import os
+
+    flushes = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (flushes.append(fd), real(fd)))
+    writer = EventWriter(store, wal, batch_size=10_000, flush_interval=60)
+    segment = wal.segment_files()[-1]
+
+    async def producer(n: int) -> None:
+        batch = make_events(3, prefix=f"grp{n}")
+        await writer.submit(batch)
+        on_disk = segment.read_bytes()  # answered only once the batch is written (and flushed)
+        assert all(e.eventId.encode() in on_disk for e in batch)
+
+    try:
+        await asyncio.gather(*(producer(n) for n in range(40)))
+        assert 1 <= len(flushes) < 40  # grouped: fewer flushes than batches
+        assert wal.pending_events == 120
+        assert await writer.sync()
+        assert _distinct_and_total(store) == (120, 120)
+    finally:
+        await writer.stop()
+
+
+async def test_a_full_buffer_refuses_only_the_batch_that_does_not_fit(store, store_settings):
+    from anysentry.store.wal import frame
+
+    small = len(frame(make_events(1))[0])
+    wal = WriteAheadLog(store_settings.wal_dir, max_bytes=small * 3)
+    writer = EventWriter(store, wal, batch_size=10_000, flush_interval=60)
+    try:
+        results = await asyncio.gather(writer.submit(make_events(1)), writer.submit(make_events(40)),
+                                       writer.submit(make_events(1)), return_exceptions=True)
+        assert results[0] is None and results[2] is None and isinstance(results[1], BufferFull)
+        assert wal.pending_events == 2
+        assert await writer.sync() and count_rows(store) == 2
+    finally:
+        await writer.stop()
+        wal.close()
+
+
+async def test_a_flush_writes_what_was_pending_and_does_not_chase_new_batches(store_settings, store, wal):
+    inserts = []
+
+    class SlowStore(type(store)):
+        def insert_json(self, payloads):
+            inserts.append(len(payloads))
+            time.sleep(0.2)
+            return super().insert_json(payloads)
+
+    slow = SlowStore(store_settings).open()
+    writer = EventWriter(slow, wal, batch_size=10_000, flush_interval=60)
+    try:
+        await writer.submit(make_events(5))
+        flush = asyncio.create_task(writer.sync())
+        await asyncio.sleep(0.05)
+        for _ in range(10):  # arrive while the insert runs: they wait for the next flush
+            await writer.submit(make_events(2))
+        assert await flush
+        assert inserts == [1] and count_rows(store) == 5
+        assert await writer.sync()
+        assert inserts == [1, 10] and count_rows(store) == 25
+    finally:
+        await writer.stop()
+
+
+async def test_quiet_ingest_is_flushed_before_the_interval(store, wal):
+    writer = EventWriter(store, wal, batch_size=10_000, flush_interval=8)
+    await writer.start()
+    try:
+        started = time.monotonic()
+        await writer.submit(make_events(4))
+        await _eventually(lambda: count_rows(store) == 4 and writer.buffered_events == 0, timeout=7)
+        assert time.monotonic() - started < 7  # quiet: flushed after ~a quarter of the interval
+    finally:
+        await writer.stop()
+
+
+async def test_json_rows_are_stored_exactly_as_submitted(store, wal):
+    writer = EventWriter(store, wal, batch_size=10_000, flush_interval=60)
+    events = [
+        make_event("evt_j1", process=None, attribution=None, judgment=None, attributes={}),
+        make_event("evt_j2", process={"pid": 7, "argv": ["sh", "-c", "echo 'x' \"y\" \\\\ ü→😀"]},
+                   attribution={"confidence": 0.5, "nested": {"a": [1, None, True]}}, judgment={"l1": "allow"},
+                   rawPreview='{"line":"a\\nb"}', riskScore=12.5, tokenCount=3, latencyMs=0.25),
+        make_event("evt_j3", decisionUpdatedAt=0),  # stored with the event time as its revision time
+    ]
+    try:
+        await writer.submit(events[:1])
+        await writer.submit(events[1:])
+        assert await writer.sync()
+        back = store.latest_events([e.eventId for e in events])
+        expected = {e.eventId: e for e in events}
+        expected["evt_j3"].decisionUpdatedAt = expected["evt_j3"].at
+        assert back == expected
+        row = store.query_dicts(f"SELECT process, attribution FROM {store.events_table} WHERE eventId = 'evt_j1'")[0]
+        assert row == {"process": "null", "attribution": "null"}  # as the column-oriented insert stores None
+    finally:
+        await writer.stop()
