@@ -61,11 +61,19 @@ def credentials(request_fields: dict, headers) -> dict:
     return creds
 
 
-def event_answer(event: AgentEvent) -> dict:
-    return {"accepted": True, "sourceId": event.sourceId or None, "eventId": event.eventId, "traceId": event.traceId,
-            "spanId": event.spanId, "runId": event.runId, "verdict": event.verdict, "tier": event.tier,
-            "severity": event.severity, "reason": event.reason, "riskCategory": event.riskCategory,
-            "decisionStatus": event.decisionStatus, "evaluationId": event.evaluationId}
+def event_answer(event: AgentEvent, index: int | None = None) -> dict:
+    """The per-item answer for an accepted event (led by its `index` in the request when given)."""
+    if index is None:
+        return {"accepted": True, "sourceId": event.sourceId or None, "eventId": event.eventId,
+                "traceId": event.traceId, "spanId": event.spanId, "runId": event.runId, "verdict": event.verdict,
+                "tier": event.tier, "severity": event.severity, "reason": event.reason,
+                "riskCategory": event.riskCategory, "decisionStatus": event.decisionStatus,
+                "evaluationId": event.evaluationId}
+    return {"index": index, "accepted": True, "sourceId": event.sourceId or None, "eventId": event.eventId,
+            "traceId": event.traceId, "spanId": event.spanId, "runId": event.runId, "verdict": event.verdict,
+            "tier": event.tier, "severity": event.severity, "reason": event.reason,
+            "riskCategory": event.riskCategory, "decisionStatus": event.decisionStatus,
+            "evaluationId": event.evaluationId}
 
 
 class IngestPipeline:
@@ -77,8 +85,23 @@ class IngestPipeline:
         self.judge = judge  # returns the current Judge: a policy change applies to the next event
         self.listeners: list[Callable[[list[AgentEvent]], None]] = []  # receive final decisions only
         self.tiers = None  # anysentry.api.tiers.DeeperTiers, set by tiers.attach()
+        self.review_lookup: Callable[[dict], dict | None] | None = None  # human review decisions (§7.6)
+
+    def _apply_review(self, obs: Observation) -> None:
+        """A human review matching the event's identity overrides its classification (§7.6)."""
+        event = obs.event
+        review = self.review_lookup({"workspacePath": event.workspacePath, "agentId": event.agentId,
+                                     "sessionId": event.sessionId, "attribution": event.attribution, "process": event.process})
+        if review is None or review.get("decision") not in ("confirmed_agent", "unknown", "non_agent"):
+            return
+        decision = review["decision"]
+        event.attribution = {**(event.attribution or {}), "classification": decision, "source": "manual_review",
+                             "confidence": 1, "monitored": decision != "non_agent", "reason": "human review"}
+        obs.classification = decision
 
     def _judge(self, obs: Observation) -> AgentEvent | None:
+        if self.review_lookup is not None:
+            self._apply_review(obs)
         judge = self.judge()
         outcome = judge.decide(obs)
         if outcome is None:
@@ -117,7 +140,7 @@ class IngestPipeline:
                 event = self._judge(result)
                 if event is not None:
                     outcome.events.append(event)
-                    outcome.items.append({"index": index, **event_answer(event)})
+                    outcome.items.append(event_answer(event, index))
                     continue
                 result = Rejection(UNPARSEABLE)
             if isinstance(result, Heartbeat):
@@ -151,8 +174,11 @@ class IngestPipeline:
                                          at=now or now_ms(), last_event_at=last_at)
         if outcome.events:
             label = outcome.source_id or "none"
+            verdicts: dict[str, int] = {}
             for event in outcome.events:
-                self.metrics.ingested.labels(label, event.verdict).inc()
+                verdicts[event.verdict] = verdicts.get(event.verdict, 0) + 1
+            for verdict, count in verdicts.items():  # one labelled counter update per verdict, not per event
+                self.metrics.ingested.labels(label, verdict).inc(count)
             final = self.tiers.dispatch(outcome.events) if self.tiers is not None else outcome.events
             if final:
                 for listener in self.listeners:

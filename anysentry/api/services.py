@@ -74,6 +74,9 @@ class Services:
         self.ops = OpsEngine(sources=self.sources, collectors=self.collectors, audit=self.audit,
                              queries=self.queries, store=self.store).setup()
         self.pipeline.listeners.append(self.ops.on_events)
+        inventory = getattr(self.ops, "inventory", None)
+        if inventory is not None:
+            self.pipeline.review_lookup = inventory.review_for_event
         self.started_at = time.time()
         self._tasks: list[asyncio.Task] = []
         self.check_in_listeners: list = []  # (source record | None, body, status) → alerts
