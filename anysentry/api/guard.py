@@ -9,10 +9,8 @@ one buffer append (two when a fallback fires)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-import weakref
 
 from anysentry.api.pipeline import credentials
 from anysentry.events.generic import api_item, clean_request
@@ -24,85 +22,18 @@ from anysentry.judge import guard as G
 log = logging.getLogger("anysentry.guard")
 
 
-class GroupCommit:
-    """Group commit for guard events: concurrent calls with the same source credentials share one
-    pipeline call, hence one durable-buffer append (one fsync) for all of them.
-
-    The first call of a key starts a drain task at once (no waiting when idle); calls that arrive
-    while its batch is being judged and appended queue up and form the next batch. Each caller gets
-    its own item answer and judged event, or the batch's exception (a full buffer, a judge error),
-    which the guard turns into its fail mode."""
-
-    MAX_BATCH = 256
-
-    def __init__(self, pipeline):
-        self.pipeline = pipeline
-        self._queues: dict[tuple, list] = {}
-        self._draining: set[tuple] = set()
-
-    async def ingest(self, creds: dict, item) -> tuple[dict, object, str | None]:
-        """(item answer, judged AgentEvent or None, sourceId)."""
-        key = tuple(sorted(creds.items()))
-        future = asyncio.get_running_loop().create_future()
-        self._queues.setdefault(key, []).append((item, future))
-        if key not in self._draining:
-            self._draining.add(key)
-            asyncio.get_running_loop().create_task(self._drain(key, creds))
-        return await future
-
-    async def _drain(self, key: tuple, creds: dict) -> None:
-        try:
-            while queue := self._queues.get(key):
-                batch = queue[:self.MAX_BATCH]
-                if len(queue) > len(batch):
-                    self._queues[key] = queue[len(batch):]
-                else:
-                    del self._queues[key]
-                await self._commit(creds, batch)
-        finally:
-            self._draining.discard(key)
-            for _, future in self._queues.pop(key, ()):  # only when cancelled: nobody may wait forever
-                if not future.done():
-                    future.set_exception(RuntimeError("runtime guard commit cancelled"))
-
-    async def _commit(self, creds: dict, batch: list) -> None:
-        try:
-            outcome = await self.pipeline.ingest(ParsedBody(dict(creds), [item for item, _ in batch]), headers=None,
-                                                 default_type=G.SOURCE_TYPE, default_source="api")
-        except BaseException as exc:  # every caller of the batch gets it (cancellation too)
-            error = exc if isinstance(exc, Exception) else RuntimeError("runtime guard commit cancelled")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        events = iter(outcome.events)
-        for (_, future), answer in zip(batch, outcome.items):
-            event = next(events, None) if answer.get("accepted") and "eventId" in answer else None
-            if not future.done():
-                future.set_result((answer, event, outcome.source_id))
-        for _, future in batch[len(outcome.items):]:  # never expected: an item without an answer
-            if not future.done():
-                future.set_exception(RuntimeError("ingest returned no answer for a guard event"))
-
-
-_committers: "weakref.WeakKeyDictionary[object, GroupCommit]" = weakref.WeakKeyDictionary()
-
-
-def committer(pipeline) -> GroupCommit:
-    found = _committers.get(pipeline)
-    if found is None:
-        found = _committers[pipeline] = GroupCommit(pipeline)
-    return found
-
-
 async def _ingest(services, params: dict, headers, event: dict) -> tuple[dict, object, str | None]:
-    """Judge and durably buffer one guard event (grouped with concurrent calls of the same source)."""
+    """Judge and durably buffer one guard event: (item answer, judged AgentEvent or None, sourceId).
+
+    Concurrent calls share one fsync through the durable buffer's group commit."""
     fields = clean_request(G.request_fields(params), G.SOURCE_TYPE)
     defaults = {k: fields[k] for k in DEFAULTABLE if k in fields}
     item = api_item(event, defaults, index=0)
-    return await committer(services.pipeline).ingest(credentials(fields, headers), item)
+    outcome = await services.pipeline.ingest(ParsedBody(credentials(fields, headers), [item]), headers=None,
+                                             default_type=G.SOURCE_TYPE, default_source="api")
+    answer = outcome.items[0]
+    event = outcome.events[0] if answer.get("accepted") and outcome.events else None
+    return answer, event, outcome.source_id
 
 
 _warned: dict[tuple[str, str], float] = {}

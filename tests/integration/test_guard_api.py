@@ -238,21 +238,11 @@ async def test_secrets_never_stored(api):
         assert secret not in text and "hunter2hunter2" not in text
 
 
-async def test_concurrent_calls_are_grouped_and_answered_each(api):
-    pipeline = api.services.pipeline
-    calls = []
-    ingest = pipeline.ingest
-
-    async def counting(parsed, **kw):
-        calls.append(len(parsed.items))
-        return await ingest(parsed, **kw)
-
-    pipeline.ingest = counting
+async def test_concurrent_calls_are_answered_each(api):
+    """Concurrent calls share fsyncs in the durable buffer (tests/unit/store); each gets its own answer."""
     commands = [f"echo {i}" for i in range(30)] + ["cat /etc/shadow"] * 3 + [PIPED_CMD] * 3
     results = await asyncio.gather(*(guard(api, autonomy="auto", stage="tool", command=c, sessionId=f"s{i}")
                                      for i, c in enumerate(commands)))
-    assert sum(calls) == len(commands) + 3  # every action, plus the three credential-path findings
-    assert len(calls) < sum(calls)  # concurrent calls shared pipeline calls (one buffer append each)
     assert all(r["accepted"] for r in results)
     assert [r["policyAction"] for r in results] == ["allow"] * 30 + ["block"] * 6
     assert len({r["eventId"] for r in results}) == len(commands)
