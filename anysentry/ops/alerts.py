@@ -28,6 +28,7 @@ from anysentry.events.redact import redact_text
 from anysentry.events.timefmt import display_time, now_ms
 from anysentry.judge.decision import SEVERITIES, severity_rank
 from anysentry.ops.book import Book
+from anysentry.ops.fields import clamp as _clamp
 
 log = logging.getLogger("anysentry.ops.alerts")
 
@@ -468,14 +469,6 @@ class AlertBook(Book):
             notifier.notify(record, action)
         except Exception:
             log.exception("notification enqueue failed for %s", record.get("alertId"))
-
-
-def _clamp(value: object, low: int, high: int, default: int) -> int:
-    try:
-        number = int(float(value))  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        return default
-    return max(low, min(high, number))
 
 
 # ---- collector rules ---------------------------------------------------------------------------

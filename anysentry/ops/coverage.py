@@ -16,6 +16,7 @@ from anysentry.events.timefmt import display_time, now_ms
 from anysentry.ops import facts as F
 from anysentry.ops.maintenance import ACTIVE_ALERT_STATUSES, SUPPRESSED_NOTE
 from anysentry.store.window import TimeWindow
+from anysentry.ops.fields import clamp as _clamp, text as _text
 
 log = logging.getLogger("anysentry.ops.coverage")
 
@@ -473,19 +474,6 @@ class Coverage:
                                      SUPPRESSED_NOTE, now=now)
         except Exception:
             log.exception("coverage alert resolution failed")
-
-
-def _text(value: object, limit: int = 1024) -> str:
-    if value is None or isinstance(value, (dict, list, bool)):
-        return ""
-    return str(value).strip()[:limit]
-
-
-def _clamp(value: object, low: int, high: int, default: int) -> int:
-    try:
-        return max(low, min(high, int(float(value))))  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        return default
 
 
 def setup(engine) -> None:

@@ -29,6 +29,7 @@ from anysentry.ops.audit import AuditLog
 from anysentry.ops.inventory import AGENT_CLASSES, SEVERITIES, SEVERITY_RANK, Inventory, event_item
 from anysentry.ops.topology import KIND_EDGES, TARGET_SQL, Graph, graph_from_events, parse_edge_id, render
 from anysentry.store.window import TimeWindow
+from anysentry.ops.fields import clamp as _clamp, text as _text
 
 log = logging.getLogger("anysentry.ops.evidence")
 
@@ -50,19 +51,6 @@ FINAL_STATUSES = ("succeeded", "failed", "timeout")
 COVERAGE_CACHE_SECS = 30.0
 EXPLICIT_EVENT_LIMIT = 100
 EXPLICIT_FETCH = 20  # linked events read by id per bundle (a scope's own events are its evidence)
-
-
-def _text(value: object, limit: int = 1024) -> str:
-    if value is None or isinstance(value, (dict, list, bool)):
-        return ""
-    return str(value).strip()[:limit]
-
-
-def _clamp(value: object, low: int, high: int, default: int) -> int:
-    try:
-        return max(low, min(high, int(float(value))))  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        return default
 
 
 def _sev(value: object) -> int:

@@ -28,6 +28,7 @@ from anysentry.store.window import TimeWindow
 from anysentry.store.queries import agent_asset_id as _asset_id
 from anysentry.store.queries import list_item as _list_item
 from anysentry.store.queries import runtime_of as _runtime_of
+from anysentry.ops.fields import clamp as _clamp, json_object as _json
 
 log = logging.getLogger("anysentry.ops.inventory")
 
@@ -87,18 +88,6 @@ def clean_ref(value: object) -> dict:
     if not isinstance(value, dict):
         return {}
     return sanitize_attributes(value, max_keys=32, max_value=256)
-
-
-def _json(value: object) -> dict:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, (str, bytes)) and value:
-        try:
-            loaded = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return {}
-        return loaded if isinstance(loaded, dict) else {}
-    return {}
 
 
 def risk_level(max_severity_rank: int, risky: int) -> str:
@@ -901,13 +890,6 @@ def _truthy(value: object) -> bool:
     if isinstance(value, bool):
         return value
     return isinstance(value, (str, int)) and str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-def _clamp(value: object, low: int, high: int, default: int) -> int:
-    try:
-        return max(low, min(high, int(float(value))))  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        return default
 
 
 def setup(engine) -> Inventory:

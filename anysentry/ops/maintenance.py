@@ -16,6 +16,7 @@ from anysentry.events.redact import redact_text
 from anysentry.events.timefmt import display_time, now_ms, parse_time
 from anysentry.ops.book import Book
 from anysentry.store.window import TimeWindow
+from anysentry.ops.fields import clamp as _clamp, text as clean
 
 log = logging.getLogger("anysentry.ops.maintenance")
 
@@ -28,12 +29,6 @@ DEFAULT_SPAN_MS = 3_600_000
 MIN_SPAN_MS = 60_000
 MAX_SUPPRESSED_KEYS = 500
 _HIDDEN = ("suppressedKeys",)
-
-
-def clean(value: object, limit: int = 256) -> str:
-    if value is None or isinstance(value, (dict, list, bool)):
-        return ""
-    return str(value).strip()[:limit]
 
 
 def flag(value: object, default: bool) -> bool:
@@ -325,13 +320,6 @@ class MaintenanceBook(Book):
             "disabledWindows": states.count("disabled"),
         }
         return {"items": rows[:limit], "total": len(rows), "summary": summary, "updateTime": display_time(now)}
-
-
-def _clamp(value: object, low: int, high: int, default: int) -> int:
-    try:
-        return max(low, min(high, int(float(value))))  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        return default
 
 
 def setup(engine) -> None:

@@ -14,7 +14,8 @@ from anysentry.events.timefmt import display_time, now_ms
 from anysentry.ops import facts as F
 from anysentry.ops.book import Book
 from anysentry.ops.coverage import scoped_score
-from anysentry.ops.maintenance import ACTIVE_ALERT_STATUSES, agent_target_matches, clean, flag, target_matches
+from anysentry.ops.fields import text as clean
+from anysentry.ops.maintenance import ACTIVE_ALERT_STATUSES, agent_target_matches, flag, target_matches
 from anysentry.store.window import SPANS_MS, TimeWindow
 
 log = logging.getLogger("anysentry.ops.objectives")

@@ -14,7 +14,8 @@ from anysentry.events.ids import hash_id
 from anysentry.events.redact import redact_text
 from anysentry.events.timefmt import display_time, iso_time, now_ms, parse_time
 from anysentry.ops.book import Book
-from anysentry.ops.maintenance import ACTIVE_ALERT_STATUSES, clean
+from anysentry.ops.fields import text as clean
+from anysentry.ops.maintenance import ACTIVE_ALERT_STATUSES
 from anysentry.store.window import TimeWindow
 
 log = logging.getLogger("anysentry.ops.remediation")

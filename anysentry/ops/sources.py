@@ -16,6 +16,7 @@ from typing import Callable
 
 from anysentry.events.ids import hash_id
 from anysentry.events.timefmt import display_time, now_ms
+from anysentry.ops.fields import text as _clean
 
 SOURCE_TYPES = ("observer", "forwarder", "webhook", "otel", "custom", "falco", "tetragon")
 INVALID_TOKEN = "invalid source token"
@@ -63,12 +64,6 @@ def token_preview(token: str) -> str:
 class Resolution:
     source: dict | None
     rejection: str | None = None
-
-
-def _clean(value: object, limit: int = 256) -> str:
-    if value is None or isinstance(value, (dict, list, bool)):
-        return ""
-    return str(value).strip()[:limit]
 
 
 class SourceRegistry:

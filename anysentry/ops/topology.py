@@ -10,11 +10,11 @@ final decisions in the window; pins (edgeId, eventId) are resolved across the re
 from __future__ import annotations
 
 import logging
-import orjson
 
 from anysentry.events.redact import redact_text
 from anysentry.events.timefmt import display_time, now_ms, parse_time
 from anysentry.store.window import TimeWindow
+from anysentry.ops.fields import clamp as _clamp, json_object as _json, text as _text
 
 log = logging.getLogger("anysentry.ops.topology")
 
@@ -61,18 +61,6 @@ TARGET_SQL = (
 RISKY_SQL = "verdict IN ('block', 'escalate')"
 FINAL_SQL = "decisionStatus IN ('succeeded', 'failed', 'timeout')"
 SEVERITY_SQL = "multiIf(severity = 'critical', 4, severity = 'high', 3, severity = 'medium', 2, severity = 'low', 1, 0)"
-
-
-def _json(value: object) -> dict:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, (str, bytes)) and value:
-        try:
-            loaded = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return {}
-        return loaded if isinstance(loaded, dict) else {}
-    return {}
 
 
 def _strip(text: str, prefix: str) -> str:
@@ -431,19 +419,6 @@ def _only(graph: Graph, edge_ids: set[str]) -> Graph:
         for nid in (edge["sourceNodeId"], edge["targetNodeId"]):
             out.nodes[nid] = graph.nodes[nid]
     return out
-
-
-def _text(value: object, limit: int = 1024) -> str:
-    if value is None or isinstance(value, (dict, list, bool)):
-        return ""
-    return str(value).strip()[:limit]
-
-
-def _clamp(value: object, low: int, high: int, default: int) -> int:
-    try:
-        return max(low, min(high, int(float(value))))  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        return default
 
 
 def setup(engine) -> Topology:

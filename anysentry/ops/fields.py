@@ -1,0 +1,33 @@
+"""Sanitising request and record fields (SPEC §3.1: inputs are sanitised, not rejected)."""
+
+from __future__ import annotations
+
+import orjson
+
+
+def text(value: object, limit: int = 256) -> str:
+    """Trimmed, bounded text; None, containers and booleans become ""."""
+    if value is None or isinstance(value, (dict, list, tuple, set, bool)):
+        return ""
+    return str(value).strip()[:limit]
+
+
+def clamp(value: object, low: int, high: int, default: int) -> int:
+    """An integer clamped to [low, high]; anything unreadable is the default."""
+    try:
+        return max(low, min(high, int(float(value))))  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
+def json_object(value: object) -> dict:
+    """A dict, or a JSON object in text (stored JSON columns); anything else is {}."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, (str, bytes)) and value:
+        try:
+            loaded = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+    return {}
