@@ -30,6 +30,9 @@ bench: $(VENV)/.installed
 	$(PY) bench/judge.py
 	$(PY) bench/store.py
 	$(PY) bench/ingest.py
+	$(PY) bench/queries.py
+	$(PY) bench/ops.py
+	$(PY) bench/guard.py
 
 crds: $(VENV)/.installed
 	$(VENV)/bin/anysentry crds
