@@ -121,6 +121,15 @@ class Filter:
         return True
 
 
+def incident_events(incident: dict) -> Filter:
+    """The non-allow events grouped into an incident (its grouping key, §15)."""
+    flt = Filter(workspacePath=incident.get("workspacePath", ""), agentId=incident.get("agentId", ""),
+                 sessionId=incident.get("sessionId", ""), traceId=incident.get("traceId", ""),
+                 runId=incident.get("runId", ""), riskCategory=incident.get("riskCategory", ""))
+    flt.raw("verdict IN ('block', 'escalate')")
+    return flt
+
+
 class Bundle:
     """What one bundle has collected so far: linked objects by id and asset keys."""
 
@@ -516,10 +525,7 @@ class Evidence:
             if record is not None:
                 primary["incident"] = record
                 b.incidents[pid] = record
-                flt = Filter(workspacePath=record.get("workspacePath", ""), agentId=record.get("agentId", ""),
-                             sessionId=record.get("sessionId", ""), traceId=record.get("traceId", ""),
-                             runId=record.get("runId", ""), riskCategory=record.get("riskCategory", ""))
-                flt.raw("verdict IN ('block', 'escalate')")
+                flt = incident_events(record)
                 anchor = record.get("lastEventAt")
                 timeline_flt = trace_of(record)
         elif kind == "alert":
@@ -533,10 +539,7 @@ class Evidence:
                                  traceId=record.get("traceId", ""), riskCategory=record.get("riskCategory", ""))
                     flt.raw("verdict = 'block'")
                 elif incident is not None:
-                    flt = Filter(workspacePath=incident.get("workspacePath", ""), agentId=incident.get("agentId", ""),
-                                 sessionId=incident.get("sessionId", ""), traceId=incident.get("traceId", ""),
-                                 runId=incident.get("runId", ""), riskCategory=incident.get("riskCategory", ""))
-                    flt.raw("verdict IN ('block', 'escalate')")
+                    flt = incident_events(incident)
                     anchor = incident.get("lastEventAt")
                 timeline_flt = trace_of(record)
         elif kind == "remediation":
