@@ -125,8 +125,7 @@ class Coverage:
         now = now or now_ms()
         window = window or TimeWindow.from_body({}, now=now)
         store = getattr(self.engine, "store", None)
-        agent_facts = await F.agent_facts(store, window)
-        collector_facts = await F.collector_facts(store, window)
+        agent_facts, collector_facts = await F.event_facts(store, window)  # one query for both
         snap = Snapshot(now, window, collector_facts=collector_facts)
         open_counts = F.open_incident_counts(self.engine)
         found: dict[str, dict] = {}

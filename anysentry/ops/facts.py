@@ -14,25 +14,35 @@ from anysentry.store.window import TimeWindow
 log = logging.getLogger("anysentry.ops.facts")
 
 RISKY = "verdict IN ('block', 'escalate')"
-MONITORED = ("(JSONExtractBool(attribution, 'monitored') "
-             "OR classification IN ('confirmed_agent', 'probable_agent'))")
+# the materialised `classification` first; the attribution JSON is parsed only for events that are not
+# classified as agents and carry a non-empty attribution (JSONExtractBool of '', 'null', '{}' is 0)
+MONITORED = ("(classification IN ('confirmed_agent', 'probable_agent') "
+             "OR (attribution NOT IN ('', 'null', '{}') AND JSONExtractBool(attribution, 'monitored')))")
+FINAL = "decisionStatus IN ('succeeded', 'failed', 'timeout')"
+GROUP_LIMIT = 10000
+UNIQ_LIMIT = 64
 ACTIVE_MS = 5 * 60_000
 IDLE_MS = 60 * 60_000
 RISKY_EVENT_LIMIT = 500
 HEALTH_STATES = ("risky", "active", "idle", "stale")
 
 
-def _latest(store) -> str:
+def _table(store) -> str:
+    return store.events_table if store is not None else "events"
+
+
+def _latest(store, columns: str = "") -> str:
     """Latest revision of every event in [start, end] (parameters `start`, `end`), final decisions
     only (`succeeded`, `failed`, `timeout`), as the historical aggregates count them (§29.1).
+    `columns` (default: the identity, decision and `monitored` columns) are read from that revision.
     Without a store (an operator engine before it is connected) `_query` answers nothing."""
-    table = store.events_table if store is not None else "events"
-    return ("SELECT * FROM ("
-            f"SELECT eventId, at, workspacePath, agentId, collectorId, sourceId, verdict, severity, subject, "
-            f"traceId, decisionStatus, {MONITORED} AS monitored "
-            f"FROM {table} WHERE at >= {{start:UInt64}} AND at <= {{end:UInt64}} "
+    columns = columns or ("eventId, at, workspacePath, agentId, collectorId, sourceId, verdict, severity, subject, "
+                          f"traceId, {MONITORED} AS monitored")
+    return ("SELECT * EXCEPT (final_) FROM ("
+            f"SELECT {columns}, {FINAL} AS final_ "
+            f"FROM {_table(store)} WHERE at >= {{start:UInt64}} AND at <= {{end:UInt64}} "
             "ORDER BY decisionUpdatedAt DESC LIMIT 1 BY eventId"
-            ") WHERE decisionStatus IN ('succeeded', 'failed', 'timeout')")
+            ") WHERE final_")
 
 
 @dataclass
@@ -82,56 +92,98 @@ async def _query(store, sql: str, params: dict) -> list[dict]:
         return []
 
 
+# One pass over the latest revisions, grouped by (workspacePath, agentId, collectorId, sourceId): the
+# agent and the collector facts are both sums / extremes over these few groups, so one query serves
+# both (each query costs a window scan, a sort of its rows and ~5 ms of planning).
+_EVENT_FACTS = (
+    "SELECT ws, ag, col, src, count() AS n, countIf(r) AS nr, countIf(m) AS nm, max(m) AS mon, "
+    "min(t) AS first, max(t) AS last, maxIf(t, r) AS rlast, argMax(id, t) AS lid, argMax(subj, t) AS lsubj, "
+    "argMaxIf(id, t, r) AS rid, argMaxIf(subj, t, r) AS rsubj "
+    "FROM ({latest}) GROUP BY ws, ag, col, src LIMIT 1000000"
+)
+_EVENT_COLUMNS = ("workspacePath AS ws, agentId AS ag, collectorId AS col, sourceId AS src, eventId AS id, "
+                  f"subject AS subj, at AS t, {RISKY} AS r, {MONITORED} AS m")
+
+
+async def event_facts(store, window: TimeWindow) -> tuple[dict[tuple[str, str], AgentFact], dict[str, CollectorFact]]:
+    """(`agent_facts`, `collector_facts`) from one query."""
+    sql = _EVENT_FACTS.format(latest=_latest(store, _EVENT_COLUMNS))
+    rows = await _query(store, sql, {"start": window.start, "end": window.end})
+    agents: dict[tuple[str, str], AgentFact] = {}
+    agent_last: dict[tuple[str, str], tuple[int, int]] = {}  # key → (last, last risky) of the evidence rows
+    collectors: dict[str, CollectorFact] = {}
+    collector_seen: dict[str, tuple[set, set, int]] = {}   # cid → (agents, workspaces, last)
+    agent_sets: dict[tuple[str, str], tuple[set, set]] = {}
+    for row in rows:
+        ws, ag, col, src = row["ws"], row["ag"], row["col"], row["src"]
+        n, nr, first, last = int(row["n"]), int(row["nr"]), int(row["first"]), int(row["last"])
+        key = (ws, ag)
+        fact = agents.get(key)
+        if fact is None:
+            if len(agents) >= GROUP_LIMIT:
+                fact = None
+            else:
+                fact = agents[key] = AgentFact(workspacePath=ws, agentId=ag, firstEventAt=first, lastEventAt=last,
+                                               lastEventId=row["lid"], lastEventSubject=row["lsubj"])
+                agent_sets[key] = (set(), set())
+                agent_last[key] = (last, -1)
+        if fact is not None:
+            fact.eventCount += n
+            fact.riskyEventCount += nr
+            fact.firstEventAt = min(fact.firstEventAt, first)
+            if last > agent_last[key][0]:
+                fact.lastEventAt, fact.lastEventId, fact.lastEventSubject = last, row["lid"], row["lsubj"]
+                agent_last[key] = (last, agent_last[key][1])
+            if nr and int(row["rlast"]) > agent_last[key][1]:
+                fact.lastRiskyEventId, fact.lastRiskySubject = row["rid"], row["rsubj"]
+                agent_last[key] = (agent_last[key][0], int(row["rlast"]))
+            if col:
+                agent_sets[key][0].add(col)
+            else:
+                fact.eventsWithoutCollector += n
+                fact.riskyEventsWithoutCollector += nr
+            if src:
+                agent_sets[key][1].add(src)
+            fact.monitored = fact.monitored or bool(row["mon"])
+        if not col:
+            continue
+        cfact = collectors.get(col)
+        if cfact is None:
+            if len(collectors) >= GROUP_LIMIT:
+                continue
+            cfact = collectors[col] = CollectorFact(collectorId=col, firstEventAt=first, lastEventAt=last,
+                                                    lastEventId=row["lid"], lastEventSubject=row["lsubj"])
+            collector_seen[col] = (set(), set(), last)
+        seen_agents, workspaces, seen_last = collector_seen[col]
+        cfact.eventCount += n
+        cfact.monitoredEventCount += int(row["nm"])
+        cfact.riskyEventCount += nr
+        cfact.firstEventAt = min(cfact.firstEventAt, first)
+        if last > seen_last:
+            cfact.lastEventAt, cfact.lastEventId, cfact.lastEventSubject = last, row["lid"], row["lsubj"]
+            collector_seen[col] = (seen_agents, workspaces, last)
+        seen_agents.add(key)
+        workspaces.add(ws)
+    for key, (collector_ids, source_ids) in agent_sets.items():
+        agents[key].collectorIds = sorted(collector_ids)[:UNIQ_LIMIT]
+        agents[key].sourceIds = sorted(source_ids)[:UNIQ_LIMIT]
+    for cid, (seen_agents, workspaces, _) in collector_seen.items():
+        collectors[cid].agentCount = len(seen_agents)
+        collectors[cid].workspaces = sorted(workspaces)[:UNIQ_LIMIT]
+    return agents, collectors
+
+
 async def agent_facts(store, window: TimeWindow) -> dict[tuple[str, str], AgentFact]:
     """Per (workspacePath, agentId): counts, last event, collectors and sources, monitored flag."""
-    sql = (
-        "SELECT workspacePath, agentId, count() AS eventCount, countIf(" + RISKY + ") AS riskyEventCount, "
-        "min(at) AS firstEventAt, max(at) AS lastEventAt, "
-        "groupUniqArrayIf(64)(collectorId, collectorId != '') AS collectorIds, "
-        "groupUniqArrayIf(64)(sourceId, sourceId != '') AS sourceIds, "
-        "countIf(collectorId = '') AS eventsWithoutCollector, "
-        "countIf(collectorId = '' AND " + RISKY + ") AS riskyEventsWithoutCollector, "
-        "argMax(eventId, at) AS lastEventId, argMax(subject, at) AS lastEventSubject, "
-        "argMaxIf(eventId, at, " + RISKY + ") AS lastRiskyEventId, "
-        "argMaxIf(subject, at, " + RISKY + ") AS lastRiskySubject, "
-        "max(monitored) AS monitored "
-        f"FROM ({_latest(store)}) GROUP BY workspacePath, agentId LIMIT 10000"
-    )
-    rows = await _query(store, sql, {"start": window.start, "end": window.end})
-    out: dict[tuple[str, str], AgentFact] = {}
-    for row in rows:
-        fact = AgentFact(
-            workspacePath=row["workspacePath"], agentId=row["agentId"], eventCount=int(row["eventCount"]),
-            riskyEventCount=int(row["riskyEventCount"]), firstEventAt=int(row["firstEventAt"]),
-            lastEventAt=int(row["lastEventAt"]), collectorIds=sorted(row["collectorIds"]),
-            sourceIds=sorted(row["sourceIds"]), eventsWithoutCollector=int(row["eventsWithoutCollector"]),
-            riskyEventsWithoutCollector=int(row["riskyEventsWithoutCollector"]), lastEventId=row["lastEventId"],
-            lastEventSubject=row["lastEventSubject"], lastRiskyEventId=row["lastRiskyEventId"],
-            lastRiskySubject=row["lastRiskySubject"], monitored=bool(row["monitored"]),
-        )
-        out[fact.key] = fact
-    return out
+    return (await event_facts(store, window))[0]
 
 
 async def collector_facts(store, window: TimeWindow) -> dict[str, CollectorFact]:
     """Per collectorId seen on events in the window."""
-    sql = (
-        "SELECT collectorId, count() AS eventCount, countIf(monitored) AS monitoredEventCount, "
-        "countIf(" + RISKY + ") AS riskyEventCount, min(at) AS firstEventAt, max(at) AS lastEventAt, "
-        "uniqExact(workspacePath, agentId) AS agentCount, groupUniqArray(64)(workspacePath) AS workspaces, "
-        "argMax(eventId, at) AS lastEventId, argMax(subject, at) AS lastEventSubject "
-        f"FROM ({_latest(store)}) WHERE collectorId != '' GROUP BY collectorId LIMIT 10000"
-    )
-    rows = await _query(store, sql, {"start": window.start, "end": window.end})
-    return {
-        row["collectorId"]: CollectorFact(
-            collectorId=row["collectorId"], eventCount=int(row["eventCount"]),
-            monitoredEventCount=int(row["monitoredEventCount"]), riskyEventCount=int(row["riskyEventCount"]),
-            firstEventAt=int(row["firstEventAt"]), lastEventAt=int(row["lastEventAt"]),
-            agentCount=int(row["agentCount"]), workspaces=sorted(row["workspaces"]),
-            lastEventId=row["lastEventId"], lastEventSubject=row["lastEventSubject"])
-        for row in rows
-    }
+    return (await event_facts(store, window))[1]
+
+
+_RISKY_COLUMNS = "eventId, at, workspacePath, agentId, collectorId, sourceId, verdict, severity, subject, traceId"
 
 
 async def risky_events(store, window: TimeWindow, *, workspace: str = "", agent: str = "",
@@ -153,7 +205,7 @@ async def risky_events(store, window: TimeWindow, *, workspace: str = "", agent:
         where.append("sourceId = {source:String}")
         params["source"] = source
     sql = (f"SELECT eventId, at, workspacePath, agentId, collectorId, sourceId, severity, subject, traceId "
-           f"FROM ({_latest(store)}) WHERE {' AND '.join(where)} ORDER BY at DESC LIMIT {{limit:UInt32}}")
+           f"FROM ({_latest(store, _RISKY_COLUMNS)}) WHERE {' AND '.join(where)} ORDER BY at DESC LIMIT {{limit:UInt32}}")
     return await _query(store, sql, params)
 
 
