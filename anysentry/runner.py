@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
+import sys
 
 from aiohttp import web
 
@@ -17,10 +19,18 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 async def serve_app(app: web.Application, host: str, port: int, *, banner: str = "") -> None:
+    # background threads (store inserts, fsyncs) hand the GIL back to the event loop sooner: a
+    # shorter switch interval keeps request latency tails close to the median
+    sys.setswitchinterval(0.0005)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
+    # what start-up built (state, compiled rules, imported modules) lives as long as the process:
+    # keep it out of every collection, and collect less often, so a full collection never stalls
+    # requests for tens of milliseconds
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 50)
     log.info("%slistening on http://%s:%d/security-center", banner, host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
