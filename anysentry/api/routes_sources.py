@@ -123,8 +123,7 @@ async def check_in(request: web.Request) -> web.Response:
         if status == "ok":
             services.sources.record_accepted(record, heartbeats=1, at=received)
         else:
-            record["lastError"] = text(body.get("message"), 500) or "check-in reported error"
-            services.sources._touch(record)
+            services.sources.record_check_in_error(record, text(body.get("message"), 500) or "check-in reported error")
     for listener in services.check_in_listeners:
         listener(resolution.source, body, status)
     return ok({"accepted": True, "sourceId": source_id, "receivedAt": iso_time(received)}, status=201)

@@ -133,10 +133,8 @@ class Services:
                 await self.heartbeat_table.aput_many({r["collectorId"]: r for r in heartbeats})
         except Exception as exc:
             log.warning("state flush failed, will retry: %s", exc)
-            for record in sources:
-                self.sources._dirty.add(record["sourceId"])
-            for record in heartbeats:
-                self.collectors._dirty.add(record["collectorId"])
+            self.sources.mark_dirty(sources)
+            self.collectors.mark_dirty(heartbeats)
             self.audit.pending[:0] = audits
             for book, changed, deleted in drained:
                 book.restore(changed, deleted)

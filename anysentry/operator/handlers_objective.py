@@ -42,7 +42,7 @@ def apply_objective(engine, obj: dict) -> dict | None:
 
 
 def objective_status(obj: dict, record: dict | None, alerts, now: datetime) -> ObjectiveStatus:
-    meta, spec = obj["metadata"], obj.get("spec") or {}
+    meta = obj["metadata"]
     generation = int(meta.get("generation") or 0)
     resource = Objective.model_validate(obj)
     old = obj.get("status") or {}

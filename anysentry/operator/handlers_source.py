@@ -146,10 +146,7 @@ def upsert_source(registry, obj: dict, ann: dict | None = None) -> dict | None:
     record = registry.upsert(sid, source_body(resource))
     issued = parse_time(ann.get(ISSUED))
     if ann.get(HASH) and (record.get("tokenHash") != ann[HASH]):
-        record["tokenHash"] = ann[HASH]
-        record["tokenPreview"] = ann.get(PREVIEW, "")
-        record["tokenIssuedAt"] = int(issued.timestamp() * 1000) if issued else None
-        registry._reindex()
+        registry.set_token(sid, ann[HASH], ann.get(PREVIEW, ""), int(issued.timestamp() * 1000) if issued else None)
     return record
 
 
@@ -231,8 +228,7 @@ async def reconcile_source(kube, rt: Runtime, obj: dict, *, now: datetime | None
 
 def forget_source(engine, obj: dict) -> None:
     registry = engine.sources
-    if registry._by_id.pop(source_id_of(obj), None) is not None:
-        registry._reindex()
+    registry.remove(source_id_of(obj))
 
 
 @register_publisher

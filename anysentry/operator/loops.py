@@ -128,7 +128,6 @@ def register_publisher(publisher: Publisher) -> Publisher:
 
 
 def runtime() -> Runtime:
-    global _RUNTIME
     if _RUNTIME is None:
         set_runtime(Runtime(Kube.from_environment()))
     return _RUNTIME  # type: ignore[return-value]

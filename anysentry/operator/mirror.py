@@ -324,8 +324,7 @@ class SourceMirror:
             if kind == "Source":
                 registry = self.services.sources
                 if event_type == "DELETED":
-                    if registry._by_id.pop(source_id_of(obj), None) is not None:
-                        registry._reindex()
+                    registry.remove(source_id_of(obj))
                 else:
                     upsert_source(registry, obj)
             else:

@@ -105,6 +105,10 @@ class CollectorRegistry:
             listener(hb)
         return hb
 
+    def mark_dirty(self, records: list[dict]) -> None:
+        """Heartbeats a failed state flush must write again."""
+        self._dirty.update(r["collectorId"] for r in records)
+
     def dirty_records(self) -> list[dict]:
         records = [self.latest[c] for c in self._dirty if c in self.latest]
         self._dirty.clear()

@@ -88,6 +88,28 @@ class SourceRegistry:
     def _reindex(self) -> None:
         self._by_hash = {r["tokenHash"]: sid for sid, r in self._by_id.items() if r.get("tokenHash")}
 
+    def set_token(self, source_id: str, token_hash_hex: str, preview: str, issued_at: int | None) -> None:
+        """A token issued elsewhere (the operator's Secret): only its hash and preview are kept."""
+        record = self._by_id[source_id]
+        record.update(tokenHash=token_hash_hex, tokenPreview=preview, tokenIssuedAt=issued_at)
+        self._reindex()
+        self._touch(record)
+
+    def remove(self, source_id: str) -> bool:
+        """Forget a source (its resource was deleted); its token stops working at once."""
+        if self._by_id.pop(source_id, None) is None:
+            return False
+        self._reindex()
+        return True
+
+    def mark_dirty(self, records: list[dict]) -> None:
+        """Records a failed state flush must write again."""
+        self._dirty.update(r["sourceId"] for r in records)
+
+    def record_check_in_error(self, record: dict, message: str) -> None:
+        record["lastError"] = message
+        self._touch(record)
+
     def dirty_records(self) -> list[dict]:
         records = [self._by_id[sid] for sid in self._dirty if sid in self._by_id]
         self._dirty.clear()

@@ -4,7 +4,6 @@ rules, order), config, maintenance suppression, auth, 404 and state across a res
 
 from __future__ import annotations
 
-import pytest
 
 from anysentry.events.ids import hash_id
 from anysentry.events.timefmt import now_ms

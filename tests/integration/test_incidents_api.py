@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 from anysentry.events.ids import hash_id
 

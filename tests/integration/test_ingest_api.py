@@ -1,6 +1,5 @@
 """Producer endpoints over real HTTP (SPEC §8, §22, §23): formats, answers, sources, tokens, bad input."""
 
-import base64
 import hashlib
 
 import orjson

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-import pytest
 
 from anysentry.ops.maintenance import SUPPRESSED_NOTE
 

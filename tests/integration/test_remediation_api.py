@@ -8,7 +8,6 @@ import re
 import time
 from datetime import datetime, timezone
 
-import pytest
 
 from anysentry.events.ids import hash_id
 
