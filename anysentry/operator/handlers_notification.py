@@ -13,24 +13,11 @@ import base64
 import kopf
 
 from anysentry.operator import events
+from anysentry.ops.standalone import apply_route, channel_id, route_id
 from anysentry.operator.kube import plain
 from anysentry.operator.loops import Installation, Runtime, register_publisher, runtime
 from anysentry.operator.status import awrite_status, from_ms, now_utc, with_conditions
 from anysentry.resources.models import GROUP, VERSION, NotificationRoute, NotificationRouteStatus, ReceiverStatus
-
-
-def route_id(obj: dict) -> str:
-    from anysentry.ops.objectives import resource_id
-
-    meta = obj["metadata"]
-    return resource_id("rou", meta.get("namespace") or "default", meta["name"])
-
-
-def channel_id(obj: dict, receiver: str) -> str:
-    from anysentry.ops.objectives import resource_id
-
-    meta = obj["metadata"]
-    return resource_id("chn", meta.get("namespace") or "default", f"{meta['name']}_{receiver}")
 
 
 def secret_value(secret: dict | None, key: str) -> str | None:
@@ -66,37 +53,6 @@ async def resolve_receivers(kube, obj: dict) -> tuple[dict[str, dict], list[str]
                 values[field_] = value
         out[receiver.name] = values
     return out, problems
-
-
-def apply_route(engine, obj: dict, receivers: dict[str, dict]) -> dict | None:
-    """Channels and route in the notifier, changed only when they differ (no audit noise)."""
-    notifier = getattr(engine, "notifications", None)
-    if notifier is None or not hasattr(notifier, "create_route"):
-        return None
-    resource = NotificationRoute.model_validate(obj)
-    spec = resource.spec
-    actor = {"type": "system", "id": "anysentry-operator"}
-    channel_ids = []
-    for name, values in receivers.items():
-        cid = channel_id(obj, name)
-        channel_ids.append(cid)
-        body = {"channelId": cid, "name": f"{obj['metadata']['name']}/{name}", "enabled": spec.enabled,
-                "webhookUrl": values.get("webhookUrl", ""), "signingKey": values.get("signingKey", "")}
-        existing = notifier.channels.get(cid)
-        if existing is None or any(existing.get(k, "") != v for k, v in body.items()):
-            notifier.create_channel(body, actor=actor)
-    for stale in [c for c in list(notifier.channels.records) if c.startswith(channel_id(obj, "")) and c not in channel_ids]:
-        notifier.channels.remove(stale)
-    match = spec.match
-    body = {"routeId": route_id(obj), "name": obj["metadata"]["name"], "enabled": spec.enabled, "channelIds": channel_ids,
-            "minSeverity": match.minSeverity, "kinds": list(match.kinds), "workspacePath": match.workspace,
-            "agentId": match.agent, "collectorId": match.collector, "sourceId": match.source, "owner": match.owner,
-            "team": match.team, "q": match.text, "description": spec.description}
-    existing = notifier.routes.get(body["routeId"])
-    if existing is None or any(existing.get(k, "" if k not in ("kinds", "channelIds") else []) != v for k, v in body.items()
-                               if k in existing or v):
-        notifier.create_route(body, actor=actor)
-    return notifier.routes.get(body["routeId"])
 
 
 def route_status(obj: dict, engine, record: dict | None, problems: list[str], now) -> NotificationRouteStatus:

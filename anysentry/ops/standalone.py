@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from anysentry.judge.policy import PolicyError, policy_from_manifest
 from anysentry.resources.manifests import LoadResult, load_manifests
+from anysentry.resources.models import NotificationRoute
 
 log = logging.getLogger("anysentry.config")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -63,7 +65,16 @@ def apply_resources(services, result: LoadResult) -> ApplyReport:
         services.sources.upsert(source_id, source_body(resource))
         report.applied.append(f"Source/{resource.name}")
     engine = services.ops
-    for kind, area in (("Objective", "objectives"), ("MaintenanceWindow", "maintenance"), ("NotificationRoute", "notifications")):
+    for resource in result.of_kind("NotificationRoute"):
+        receivers, problems = local_receivers(resource)
+        obj = resource.to_k8s()
+        obj["metadata"].setdefault("namespace", resource.metadata.namespace or "default")
+        if apply_route(engine, obj, receivers) is None:
+            report.errors.append(f"NotificationRoute/{resource.name}: notifications are not available")
+            continue
+        report.applied.append(f"NotificationRoute/{resource.name}")
+        report.errors.extend(f"NotificationRoute/{resource.name}: {p}" for p in problems)
+    for kind, area in (("Objective", "objectives"), ("MaintenanceWindow", "maintenance")):
         book = getattr(engine, area, None)
         apply = getattr(book, "apply_resource", None)
         for resource in result.of_kind(kind):
@@ -76,6 +87,84 @@ def apply_resources(services, result: LoadResult) -> ApplyReport:
             except Exception as exc:  # one bad object must not stop the others
                 report.errors.append(f"{kind}/{resource.name}: {exc}")
     return report
+
+
+# ---- notification routes: receivers reference Secrets --------------------------------------------
+
+def route_id(obj: dict) -> str:
+    from anysentry.ops.objectives import resource_id
+
+    meta = obj["metadata"]
+    return resource_id("rou", meta.get("namespace") or "default", meta["name"])
+
+
+def channel_id(obj: dict, receiver: str) -> str:
+    from anysentry.ops.objectives import resource_id
+
+    meta = obj["metadata"]
+    return resource_id("chn", meta.get("namespace") or "default", f"{meta['name']}_{receiver}")
+
+
+def apply_route(engine, obj: dict, receivers: dict[str, dict]) -> dict | None:
+    """Channels and route in the notifier, changed only when they differ (no audit noise)."""
+    notifier = getattr(engine, "notifications", None)
+    if notifier is None or not hasattr(notifier, "create_route"):
+        return None
+    resource = NotificationRoute.model_validate(obj)
+    spec = resource.spec
+    actor = {"type": "system", "id": "anysentry-operator"}
+    channel_ids = []
+    for name, values in receivers.items():
+        cid = channel_id(obj, name)
+        channel_ids.append(cid)
+        body = {"channelId": cid, "name": f"{obj['metadata']['name']}/{name}", "enabled": spec.enabled,
+                "webhookUrl": values.get("webhookUrl", ""), "signingKey": values.get("signingKey", "")}
+        existing = notifier.channels.get(cid)
+        if existing is None or any(existing.get(k, "") != v for k, v in body.items()):
+            notifier.create_channel(body, actor=actor)
+    for stale in [c for c in list(notifier.channels.records) if c.startswith(channel_id(obj, "")) and c not in channel_ids]:
+        notifier.channels.remove(stale)
+    match = spec.match
+    body = {"routeId": route_id(obj), "name": obj["metadata"]["name"], "enabled": spec.enabled, "channelIds": channel_ids,
+            "minSeverity": match.minSeverity, "kinds": list(match.kinds), "workspacePath": match.workspace,
+            "agentId": match.agent, "collectorId": match.collector, "sourceId": match.source, "owner": match.owner,
+            "team": match.team, "q": match.text, "description": spec.description}
+    existing = notifier.routes.get(body["routeId"])
+    if existing is None or any(existing.get(k, "" if k not in ("kinds", "channelIds") else []) != v for k, v in body.items()
+                               if k in existing or v):
+        notifier.create_route(body, actor=actor)
+    return notifier.routes.get(body["routeId"])
+
+
+def local_secret(name: str, key: str) -> str | None:
+    """A Secret value without Kubernetes: `$ANYSENTRY_SECRETS_DIR/<name>/<key>` (the layout of a
+    mounted Secret) or the environment variable `ANYSENTRY_SECRET_<NAME>_<KEY>`."""
+    folder = os.environ.get("ANYSENTRY_SECRETS_DIR")
+    if folder:
+        try:
+            return (Path(folder) / name / key).read_text(encoding="utf-8").strip() or None
+        except OSError:
+            pass
+    variable = "ANYSENTRY_SECRET_" + re.sub(r"[^A-Za-z0-9]+", "_", f"{name}_{key}").upper()
+    return os.environ.get(variable, "").strip() or None
+
+
+def local_receivers(resource) -> tuple[dict[str, dict], list[str]]:
+    """{receiver: {webhookUrl, signingKey}} from local secrets, and what is missing."""
+    out, problems = {}, []
+    for receiver in resource.spec.receivers:
+        values = {}
+        for field_, ref in (("webhookUrl", receiver.webhookUrlSecretRef), ("signingKey", receiver.hmacKeySecretRef)):
+            if ref is None:
+                continue
+            value = local_secret(ref.name, ref.key)
+            if value is None:
+                problems.append(f"receiver {receiver.name}: secret {ref.name}/{ref.key} not set "
+                                f"(ANYSENTRY_SECRETS_DIR/{ref.name}/{ref.key} or ANYSENTRY_SECRET_*)")
+            else:
+                values[field_] = value
+        out[receiver.name] = values
+    return out, problems
 
 
 def _fingerprint(folder: Path) -> tuple:
