@@ -51,9 +51,10 @@ def _generic_kind(record: dict) -> str:
 
 
 def generic_item(record: dict) -> dict | None:
-    """A generic JSON event (no `event` key) → an /ingest item with a synthesised observer line.
+    """A generic JSON event line (no `event` key) → an /ingest item with a synthesised observer line.
 
-    A small stand-in until `anysentry.events.generic` parses the full §8.3 format."""
+    Deliberately looser than `POST /ingest/events` (`anysentry.events.generic`): a policy author's
+    hand-written test lines may use shorthand keys (`agent`, `session`, `host`, `action`, `type`)."""
     kind = _generic_kind(record)
     if not kind:
         return None
