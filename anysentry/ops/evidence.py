@@ -862,18 +862,14 @@ class Evidence:
                     b.collectors.add(source["collectorId"])
                 if source.get("workspacePath"):
                     b.workspaces.add(source["workspacePath"])
-        if scope.get("collectorId"):
-            for source in self.engine.sources.all():
-                if source.get("collectorId") == scope["collectorId"]:
-                    b.sources.add(source["sourceId"])
-                    if source.get("workspacePath"):
-                        b.workspaces.add(source["workspacePath"])
-        if scope.get("workspacePath"):
-            for source in self.engine.sources.all():
-                if source.get("workspacePath") == scope["workspacePath"]:
-                    b.sources.add(source["sourceId"])
-                    if source.get("collectorId"):
-                        b.collectors.add(source["collectorId"])
+        # sources bound to the scoped collector or workspace bring in the other side of the binding
+        for field, other, into in (("collectorId", "workspacePath", b.workspaces), ("workspacePath", "collectorId", b.collectors)):
+            if scope.get(field):
+                for source in self.engine.sources.all():
+                    if source.get(field) == scope[field]:
+                        b.sources.add(source["sourceId"])
+                        if source.get(other):
+                            into.add(source[other])
         if scope.get("agentId"):
             metas = [m for m in self._values_of_inventory() if m.get("agentId") == scope["agentId"]
                      and (not scope.get("workspacePath") or m.get("workspacePath") == scope["workspacePath"])]

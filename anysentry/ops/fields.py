@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import orjson
 
 
@@ -31,3 +33,19 @@ def json_object(value: object) -> dict:
             return {}
         return loaded if isinstance(loaded, dict) else {}
     return {}
+
+
+def text_list(value: object, limit: int = 64, item_limit: int = 256, clean: Callable[[object, int], str] = text) -> list[str]:
+    """A list of distinct non-empty texts (a comma-separated string counts), at most `limit`."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)):
+        return []
+    out: list[str] = []
+    for item in value:
+        cleaned = clean(item, item_limit)
+        if cleaned and cleaned not in out:
+            out.append(cleaned)
+        if len(out) >= limit:
+            break
+    return out

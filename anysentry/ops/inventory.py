@@ -28,7 +28,7 @@ from anysentry.store.window import TimeWindow
 from anysentry.store.queries import agent_asset_id as _asset_id
 from anysentry.store.queries import list_item as _list_item
 from anysentry.store.queries import runtime_of as _runtime_of
-from anysentry.ops.fields import clamp as _clamp, json_object as _json
+from anysentry.ops.fields import text_list, clamp as _clamp, json_object as _json
 
 log = logging.getLogger("anysentry.ops.inventory")
 
@@ -69,18 +69,7 @@ def clean(value: object, limit: int = 256) -> str:
 
 
 def clean_list(value: object, limit: int = 64, item_limit: int = 256) -> list[str]:
-    if isinstance(value, str):
-        value = [v for v in value.split(",")]
-    if not isinstance(value, (list, tuple)):
-        return []
-    out: list[str] = []
-    for item in value:
-        text = clean(item, item_limit)
-        if text and text not in out:
-            out.append(text)
-        if len(out) >= limit:
-            break
-    return out
+    return text_list(value, limit, item_limit, clean)
 
 
 def clean_ref(value: object) -> dict:

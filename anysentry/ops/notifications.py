@@ -32,6 +32,7 @@ from anysentry.events.timefmt import display_time, iso_time, now_ms
 from anysentry.judge.decision import SEVERITIES, severity_rank
 from anysentry.ops.alerts import KINDS, alert_item
 from anysentry.ops.book import Book
+from anysentry.ops.fields import text_list
 
 log = logging.getLogger("anysentry.ops.notifications")
 
@@ -93,18 +94,7 @@ def _text(value: object, limit: int = 256) -> str:
 
 
 def _str_list(value: object, limit: int = 64, item_limit: int = 160) -> list[str]:
-    if isinstance(value, str):
-        value = [v for v in value.split(",")]
-    if not isinstance(value, (list, tuple)):
-        return []
-    out: list[str] = []
-    for item in value:
-        text = _text(item, item_limit)
-        if text and text not in out:
-            out.append(text)
-        if len(out) >= limit:
-            break
-    return out
+    return text_list(value, limit, item_limit, _text)
 
 
 class ChannelBook(Book):
