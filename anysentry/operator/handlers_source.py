@@ -75,13 +75,12 @@ def plan_token(obj: dict, secret: dict | None, now: datetime) -> TokenPlan:
     token = secret_token(secret)
     if str(ann.get(ROTATE, "")).strip().lower() not in _FALSE:
         return TokenPlan("rotate", "annotation")
+    issued_through_rest = bool(ann.get(HASH)) and ann.get(ISSUER) == "api"  # the caller holds it; no Secret
     if token is None:
-        if ann.get(HASH) and ann.get(ISSUER) == "api":
-            pass  # issued through REST: the caller holds it, there is no Secret yet
-        else:
+        if not issued_through_rest:
             return TokenPlan("issue", "new" if not ann.get(HASH) else "secret-missing")
     elif token_hash(token) != ann.get(HASH):
-        if ann.get(HASH) and ann.get(ISSUER) == "api":
+        if issued_through_rest:
             return TokenPlan("drop-secret", "rotated-through-rest")  # the Secret holds a token no longer valid
         return TokenPlan("adopt", "annotation-out-of-date")
     days = int(spec.get("tokenRotationDays", 90))
