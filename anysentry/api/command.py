@@ -1,10 +1,14 @@
 """`anysentry api`: the stateless ingest/judge/query service for a cluster (scale by replicas).
 
-Configuration comes from the environment (SPEC §31); the operations loops run in the operator."""
+Configuration comes from the environment (SPEC §31). In a cluster (`ANYSENTRY_KUBE_NAMESPACE` set,
+as the operator renders it) the operations engine that folds events into incidents and runs the loops
+is the operator's; `ANYSENTRY_OPERATIONS=local|operator` overrides that choice."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 
 from anysentry.api.app import ApiSettings, build_app
 from anysentry.api.services import Services
@@ -22,7 +26,12 @@ def run(args) -> int:
     from anysentry.operator import mirror, policy_sync  # in a cluster: CRs are the truth (no-ops elsewhere)
 
     settings = ApiSettings.from_env(host=args.host, port=args.port)
-    services = Services()
+    in_cluster = bool(os.environ.get("ANYSENTRY_KUBE_NAMESPACE", "").strip())
+    operations = os.environ.get("ANYSENTRY_OPERATIONS", "").strip() or ("operator" if in_cluster else "local")
+    if operations not in ("local", "operator"):
+        print(f"anysentry api: ANYSENTRY_OPERATIONS must be 'local' or 'operator', not {operations!r}", file=sys.stderr)
+        return 2
+    services = Services(operations=operations)
     policy_sync.attach(services)
     mirror.attach(services)
     app = build_app(services, settings)

@@ -1,7 +1,11 @@
 """The long-lived parts one API process shares: store, durable writer, registries, judge, metrics.
 
 `start()` opens the store, replays the durable buffer and loads state; `stop()` flushes. Loops that
-must run in exactly one place (operations) are attached by `serve` or the operator, not here."""
+must run in exactly one place (operations) are attached by `serve` or the operator, not here.
+
+`operations` says who folds judged events into the books: `local` (this process: `serve`, a single
+api) or `operator` (a cluster: the operator reads them from the store, `ops.feed`; this replica
+takes in the books' changes every `state_refresh_secs`, `ops.sync`, and serves and edits them)."""
 
 from __future__ import annotations
 
@@ -54,6 +58,8 @@ class Services:
     store_settings: StoreSettings = field(default_factory=StoreSettings.from_env)
     auth: ManagementAuth = field(default_factory=ManagementAuth.from_env)
     state_flush_secs: float = 2.0
+    operations: str = "local"
+    state_refresh_secs: float = 5.0
 
     def __post_init__(self) -> None:
         self.store = Store(self.store_settings)
@@ -73,7 +79,13 @@ class Services:
         self.queries = EventQueries(self.store)
         self.ops = OpsEngine(sources=self.sources, collectors=self.collectors, audit=self.audit,
                              queries=self.queries, store=self.store).setup()
-        self.pipeline.listeners.append(self.ops.on_events)
+        if self.operations not in ("local", "operator"):
+            raise ValueError(f"operations must be 'local' or 'operator', not {self.operations!r}")
+        if self.operations == "local":
+            self.pipeline.listeners.append(self.ops.on_events)
+        from anysentry.ops.sync import BookSync
+
+        self.book_sync = BookSync(self.store, self.ops.books)
         inventory = getattr(self.ops, "inventory", None)
         if inventory is not None:
             self.pipeline.review_lookup = inventory.review_for_event
@@ -96,6 +108,8 @@ class Services:
             log.warning("store unavailable at start: %s", exc)
         await self.writer.start()
         self._tasks.append(asyncio.create_task(self._flush_state_loop(), name="state-flush"))
+        if self.operations == "operator":
+            self._tasks.append(asyncio.create_task(self._refresh_state_loop(), name="state-refresh"))
         for hook in self.startup_hooks:
             await hook(self)
 
@@ -143,6 +157,11 @@ class Services:
         while True:
             await asyncio.sleep(self.state_flush_secs)
             await self.flush_state()
+
+    async def _refresh_state_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.state_refresh_secs)
+            await self.book_sync.refresh()
 
     async def stop(self) -> None:
         for hook in self.shutdown_hooks:

@@ -6,12 +6,16 @@ replica (`anysentry operator` runs with peering unless `--standalone`), which ma
 singleton DESIGN §2 asks for without a lease of our own.
 
 Each cycle of `run_installation` (every `tick_secs`):
-1. refresh: when the installation's store answers, load the state the api replicas flush (sources'
-   counters, collector heartbeats, incidents, alerts) so the engine sees the cluster's traffic;
-2. tick: run every engine timer whose interval elapsed (`ANYSENTRY_OPERATOR_OPS_INTERVAL_SECS`
+1. refresh: when the installation's store answers, take in what the api replicas wrote (sources'
+   counters, collector heartbeats, and every book's records changed by management calls or
+   request-driven alerts: `ops.sync`);
+2. feed: fold in the judged events the api replicas stored since the last cycle (`ops.feed`): the
+   incidents and the alerts that follow from them are built here only, never by the replicas;
+3. tick: run every engine timer whose interval elapsed (`ANYSENTRY_OPERATOR_OPS_INTERVAL_SECS`
    shortens them all, for tests and small clusters);
-3. flush: write the books the loops changed back to the store;
-4. publish: every registered publisher writes the statuses of its kind in the namespace (only what
+4. flush: write the books the loops changed back to the store (the replicas refresh from there),
+   then keep the feed's cursor;
+5. publish: every registered publisher writes the statuses of its kind in the namespace (only what
    changed) and posts Events on transitions.
 The engine areas are being written by others: each is used through `getattr`, and a failing area
 is logged, never fatal."""
@@ -80,6 +84,8 @@ class Installation:
     engine: object = field(default=None)
     store: object = None
     store_key: tuple | None = None
+    sync: object = None  # ops.sync.BookSync over the store
+    feed: object = None  # ops.feed.EventFeed over the store
     loops_owner: str | None = None  # the AnySentry whose daemon runs the loops
     last_run: dict[str, float] = field(default_factory=dict)
     cycles: int = 0
@@ -153,6 +159,7 @@ async def configure_store(inst: Installation, settings) -> None:
     if key == inst.store_key:
         return
     old, inst.store, inst.store_key = inst.store, None, key
+    inst.sync = inst.feed = None
     if old is not None:
         await asyncio.to_thread(old.close)
     if settings is None:
@@ -166,12 +173,17 @@ async def configure_store(inst: Installation, settings) -> None:
         log.warning("store of %s unavailable: %s", inst.namespace, exc)
         inst.store_key = None
         return
+    from anysentry.ops.feed import EventFeed
+    from anysentry.ops.sync import BookSync
+
     inst.store = store
     inst.engine.store = store
+    inst.sync = BookSync(store, inst.engine.books)
+    inst.feed = EventFeed(store)
 
 
 async def refresh_from_store(inst: Installation) -> None:
-    """Load what the api replicas flushed: source counters, heartbeats, incidents, alerts."""
+    """Take in what the api replicas wrote: source counters, heartbeats, changed book records."""
     store = inst.store
     if store is None:
         return
@@ -189,20 +201,34 @@ async def refresh_from_store(inst: Installation) -> None:
                 if key in record:
                     current[key] = record[key]
         engine.collectors.load(await StateTable(store, "collector_heartbeats").aall())
-        for area in ("incidents", "alerts"):
-            book = getattr(engine, area, None)
-            if book is not None:
-                book.load(await StateTable(store, book.table_name).aall())
     except Exception as exc:
         log.warning("refresh of %s from the store failed: %s", inst.namespace, exc)
+    if inst.sync is not None:
+        await inst.sync.refresh()
 
 
-async def flush_to_store(inst: Installation) -> None:
+async def fold_new_events(inst: Installation) -> int:
+    """Hand the engine the judged events stored since the last cycle; returns how many."""
+    if inst.feed is None:
+        return 0
+    try:
+        events = await inst.feed.pull()
+    except Exception as exc:
+        log.warning("reading new events of %s failed: %s", inst.namespace, exc)
+        return 0
+    if events:
+        inst.engine.on_events(events)
+    return len(events)
+
+
+async def flush_to_store(inst: Installation) -> bool:
+    """Write the changed records; True when everything was written (then the feed's cursor is kept)."""
     store = inst.store
     if store is None:
-        return
+        return False
     from anysentry.store.state import StateTable
 
+    written = True
     for book in list(inst.engine.books):
         changed, deleted = book.drain()
         if not changed and not deleted:
@@ -215,7 +241,14 @@ async def flush_to_store(inst: Installation) -> None:
                 await table.adelete(key)
         except Exception as exc:
             book.restore(changed, deleted)
+            written = False
             log.warning("flush of %s to the store failed: %s", book.table_name, exc)
+    if written and inst.feed is not None:
+        try:
+            await inst.feed.commit()
+        except Exception as exc:
+            log.warning("keeping the event cursor of %s failed: %s", inst.namespace, exc)
+    return written
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,6 +286,7 @@ async def publish(rt: Runtime, inst: Installation) -> None:
 
 async def cycle(rt: Runtime, inst: Installation) -> None:
     await refresh_from_store(inst)
+    await fold_new_events(inst)
     await tick(inst, rt.settings)
     await flush_to_store(inst)
     await publish(rt, inst)

@@ -28,6 +28,25 @@ class Book:
             if key:
                 self.records[key] = record
 
+    def merge(self, rows: Iterable[tuple[str, bool, dict]]) -> int:
+        """Take what another process wrote — (id, deleted, body) rows of the state table — except where
+        this book holds a change it has not flushed yet (that change is written next and wins).
+        Returns how many records changed."""
+        removed, upserts = 0, []
+        for key, deleted, body in rows:
+            if key in self._dirty or key in self._deleted:
+                continue
+            if deleted:
+                if key in self.records:
+                    self.remove(key)
+                    self._deleted.discard(key)  # removed there, not here: nothing to write back
+                    removed += 1
+            elif self.records.get(key) != body:
+                upserts.append(body)
+        if upserts:
+            self.load(upserts)
+        return removed + len(upserts)
+
     def get(self, key: str) -> dict | None:
         return self.records.get(key)
 

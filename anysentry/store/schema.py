@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 from anysentry.store.settings import valid_identifier
 
+STORED_AT = "MATERIALIZED toUnixTimestamp64Milli(now64(3))"
+
 # (name, type and default/materialized clause) — SPEC §29.1, in order; names are AgentEvent fields.
 EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("schemaVersion", "LowCardinality(String)"),
@@ -57,6 +59,9 @@ EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
     # agent-scope reads filter on it; materialised so they never parse JSON per row
     ("classification", "LowCardinality(String) MATERIALIZED "
                        "if(attribution IN ('', 'null', '{}'), '', JSONExtractString(attribution, 'classification'))"),
+    # when the store took the row (ms): the operator reads new judged events, revisions included, after
+    # a cursor on it (`ops.feed`); producer time `at` cannot serve, it may be old or skewed
+    ("storedAt", f"UInt64 {STORED_AT}"),
 )
 
 # Columns written by inserts (`ts` is computed by the engine).
@@ -68,6 +73,7 @@ EVENT_INDEXES: tuple[tuple[str, str], ...] = (
     ("idx_trace_id", "traceId TYPE bloom_filter(0.01) GRANULARITY 4"),
     ("idx_session_id", "sessionId TYPE bloom_filter(0.01) GRANULARITY 4"),
     ("idx_agent_id", "agentId TYPE bloom_filter(0.01) GRANULARITY 4"),
+    ("idx_stored_at", "storedAt TYPE minmax GRANULARITY 1"),
 )
 
 STATE_TABLES: tuple[str, ...] = (
@@ -170,6 +176,8 @@ def migrate(
         for name, kind in columns:
             if name not in have:
                 run(f"ALTER TABLE {qualified(database, table)} ADD COLUMN IF NOT EXISTS `{name}` {kind}")
+                if STORED_AT in kind:  # rows from before the column: stamp them once, not at every read
+                    run(f"ALTER TABLE {qualified(database, table)} MATERIALIZE COLUMN `{name}`")
 
     indexes = {
         name

@@ -86,6 +86,16 @@ class StateTable:
     def all(self) -> list[dict]:
         return [body for _, body in self.items()]
 
+    def changed_since(self, since_ms: int) -> tuple[list[tuple[str, bool, dict]], int]:
+        """Rows written after `since_ms` (store write time), deletions included, as (id, deleted, body),
+        and the newest write time among them (`since_ms` when none): how replicas follow each other."""
+        rows = self.store.query_rows(
+            f"SELECT id, deleted, updatedAt, body FROM {self.table} FINAL WHERE updatedAt > {{since:UInt64}}",
+            {"since": max(0, int(since_ms))},
+        )
+        newest = max((row[2] for row in rows), default=since_ms)
+        return [(id_, bool(deleted), {} if deleted else orjson.loads(body)) for id_, deleted, _, body in rows], newest
+
     async def aput(self, id: str, body: dict) -> None:
         await asyncio.to_thread(self.put, id, body)
 
@@ -103,6 +113,9 @@ class StateTable:
 
     async def aall(self) -> list[dict]:
         return await asyncio.to_thread(self.all)
+
+    async def achanged_since(self, since_ms: int) -> tuple[list[tuple[str, bool, dict]], int]:
+        return await asyncio.to_thread(self.changed_since, since_ms)
 
 
 class ConfigStore:
