@@ -4,8 +4,8 @@ One call judges one agent action before it runs: the action becomes an event tha
 ingest pipeline synchronously (judged by L1 and appended to the durable buffer, exactly like any
 producer event), its verdict becomes a policy action under the caller's autonomy mode, the fallback
 checks of `anysentry.judge.guard` may raise it, and a raised action is recorded as a follow-up
-finding event linked to the action. The path never reads the store: its cost is one judgment and
-one buffer append (two when a fallback fires)."""
+finding event linked to the action. The path never reads the store: its cost is one judgment (two
+when a fallback fires) and one buffer append, the finding written with its action."""
 
 from __future__ import annotations
 
@@ -22,18 +22,19 @@ from anysentry.judge import guard as G
 log = logging.getLogger("anysentry.guard")
 
 
-async def _ingest(services, params: dict, headers, event: dict) -> tuple[dict, object, str | None]:
-    """Judge and durably buffer one guard event: (item answer, judged AgentEvent or None, sourceId).
-
-    Concurrent calls share one fsync through the durable buffer's group commit."""
+def _prepare(services, params: dict, headers, event: dict):
+    """Judge one guard event without writing it: (prepared batch, item answer, judged AgentEvent or
+    None). `services.pipeline.commit` makes it durable; concurrent calls share one fsync through
+    the durable buffer's group commit, and an action commits with its finding in one write."""
     fields = clean_request(G.request_fields(params), G.SOURCE_TYPE)
     defaults = {k: fields[k] for k in DEFAULTABLE if k in fields}
     item = api_item(event, defaults, index=0)
-    outcome = await services.pipeline.ingest(ParsedBody(credentials(fields, headers), [item]), headers=None,
-                                             default_type=G.SOURCE_TYPE, default_source="api")
+    batch = services.pipeline.prepare(ParsedBody(credentials(fields, headers), [item]), headers=None,
+                                      default_type=G.SOURCE_TYPE, default_source="api")
+    outcome = batch.outcome
     answer = outcome.items[0]
-    event = outcome.events[0] if answer.get("accepted") and outcome.events else None
-    return answer, event, outcome.source_id
+    judged = outcome.events[0] if answer.get("accepted") and outcome.events else None
+    return batch, answer, judged
 
 
 _warned: dict[tuple[str, str], float] = {}
@@ -82,7 +83,13 @@ async def assess_runtime_action(services, params: dict, headers=None, *, constra
     stage = G.canonical_stage(params.get("stage"))
     fallback = G.fallback_check(G.guard_text(params))
     try:
-        item, judged, source_id = await _ingest(services, params, headers, G.action_event(params, stage, autonomy))
+        batch, item, judged = _prepare(services, params, headers, G.action_event(params, stage, autonomy))
+        source_id = batch.outcome.source_id
+        finding_batch, finding = None, None
+        if judged is not None and _raises(judged.verdict, fallback, autonomy):
+            finding_batch, finding = _prepare_finding(services, params, headers, judged, fallback, stage=stage,
+                                                      autonomy=autonomy)
+        await services.pipeline.commit(batch, *([finding_batch] if finding_batch is not None else []))
     except Exception as exc:  # noqa: BLE001 - judging could not complete: the per-policy fail mode decides
         _warn("runtime guard judging failed", exc)
         return _failed(services, exc, autonomy=autonomy, stage=stage, fallback=fallback)
@@ -102,8 +109,7 @@ async def assess_runtime_action(services, params: dict, headers=None, *, constra
     evidence_id = judged.eventId
     if fallback is not None:
         action = G.stronger(base, G.policy_action(fallback.verdict, autonomy))
-        if action != base:  # the fallback raised the action: record it as a linked finding (§12.2 step 5)
-            finding = await _record_finding(services, params, headers, judged, fallback, stage=stage, autonomy=autonomy)
+        if action != base:  # the fallback raised the action: recorded as a linked finding (§12.2 step 5)
             if finding is not None:
                 answer = {"verdict": finding.verdict, "tier": finding.tier, "severity": finding.severity,
                           "riskCategory": finding.riskCategory, "reason": finding.reason}
@@ -117,18 +123,27 @@ async def assess_runtime_action(services, params: dict, headers=None, *, constra
                    category=answer["riskCategory"], reason=answer["reason"], evidence_id=evidence_id)
 
 
-async def _record_finding(services, params: dict, headers, judged, fallback: G.Fallback, *, stage: str, autonomy: str):
-    """Ingest the follow-up finding with the action's source credentials; the judged event or None."""
+def _raises(verdict: str, fallback: G.Fallback | None, autonomy: str) -> bool:
+    """Whether the fallback check asks for a stronger action than the judged verdict gives."""
+    if fallback is None:
+        return False
+    base = G.policy_action(verdict, autonomy)
+    return G.stronger(base, G.policy_action(fallback.verdict, autonomy)) != base
+
+
+def _prepare_finding(services, params: dict, headers, judged, fallback: G.Fallback, *, stage: str, autonomy: str):
+    """The follow-up finding with the action's source credentials: (prepared batch, judged event), or
+    (None, None) when it cannot be judged — the action's own answer stands; the finding is best effort."""
     action = {"eventId": judged.eventId, "spanId": judged.spanId, "traceId": judged.traceId, "runId": judged.runId,
               "sessionId": judged.sessionId, "agentId": judged.agentId, "workspacePath": judged.workspacePath,
               "userId": judged.userId}
     event = G.finding_event(action, fallback, stage=stage, autonomy=autonomy, at=max(now_ms(), judged.at))
     try:
-        _, finding, _ = await _ingest(services, params, headers, event)
-    except Exception as exc:  # noqa: BLE001 - the action's own answer stands; the finding is best effort
+        batch, _, finding = _prepare(services, params, headers, event)
+    except Exception as exc:  # noqa: BLE001
         _warn("runtime guard finding not recorded", exc)
-        return None
-    return finding
+        return None, None
+    return (batch, finding) if finding is not None else (None, None)
 
 
 def _failed(services, exc: BaseException, *, autonomy: str, stage: str, fallback: G.Fallback | None) -> dict:

@@ -76,6 +76,19 @@ def event_answer(event: AgentEvent, index: int | None = None) -> dict:
             "evaluationId": event.evaluationId}
 
 
+@dataclass(slots=True)
+class PreparedBatch:
+    """A request normalised and judged, not yet durable: what `commit` writes and accounts for."""
+
+    outcome: IngestOutcome
+    record: dict | None
+    creds: dict
+    now: int | None
+    heartbeats: list = field(default_factory=list)
+    rejections: dict = field(default_factory=dict)
+    resolution_rejection: tuple[str, int] | None = None
+
+
 class IngestPipeline:
     def __init__(self, *, sources: SourceRegistry, collectors: CollectorRegistry, writer, metrics, judge: Callable):
         self.sources = sources
@@ -115,16 +128,24 @@ class IngestPipeline:
     async def ingest(self, parsed: ParsedBody, *, headers=None, default_type: str = "custom",
                      default_source: str = "api", now: int | None = None) -> IngestOutcome:
         """Judge and durably buffer one request's items; BufferFullError leaves nothing accepted."""
+        batch = self.prepare(parsed, headers=headers, default_type=default_type, default_source=default_source, now=now)
+        await self.commit(batch)
+        return batch.outcome
+
+    def prepare(self, parsed: ParsedBody, *, headers=None, default_type: str = "custom",
+                default_source: str = "api", now: int | None = None) -> "PreparedBatch":
+        """Resolve the source, normalise and judge: nothing is written or counted until `commit`."""
         creds = credentials(parsed.request, headers)
         resolution = self.sources.resolve(creds, default_type=default_type, now=now)
         outcome = IngestOutcome(resolution.source)
+        batch = PreparedBatch(outcome, resolution.source, creds, now)
         if resolution.rejection:
             for index, _ in enumerate(parsed.items):
                 outcome.items.append({"index": index, "accepted": False, "reason": resolution.rejection,
                                       "sourceId": outcome.source_id})
             if parsed.items:
-                self.metrics.rejected.labels(resolution.rejection).inc(len(parsed.items))
-            return outcome
+                batch.resolution_rejection = (resolution.rejection, len(parsed.items))
+            return batch
 
         record = resolution.source
         context = SourceContext(record["sourceId"], record.get("workspacePath", ""), record.get("collectorId", "")) if record else None
@@ -152,12 +173,29 @@ class IngestPipeline:
             outcome.items.append({"index": index, "accepted": False, "reason": reason, "sourceId": outcome.source_id})
         if outcome.events:
             self.metrics.judge_latency.observe((time.perf_counter() - started) / len(outcome.events))
+        batch.heartbeats, batch.rejections = heartbeats, rejections
+        return batch
+
+    async def commit(self, *batches: "PreparedBatch") -> None:
+        """Durably buffer the events of prepared batches in one write (one fsync: the runtime guard
+        commits an action and its finding together), then count and notify per batch."""
+        events = [event for batch in batches for event in batch.outcome.events]
+        if events:
             try:
-                await self.writer.submit(outcome.events)
+                await self.writer.submit(events)
             except BufferFull as exc:
                 self.metrics.buffer_full.inc()
                 raise BufferFullError(str(exc)) from exc
+        for batch in batches:
+            self._account(batch)
 
+    def _account(self, batch: "PreparedBatch") -> None:
+        outcome, record, creds, now = batch.outcome, batch.record, batch.creds, batch.now
+        heartbeats, rejections = batch.heartbeats, batch.rejections
+        if batch.resolution_rejection is not None:
+            reason, count = batch.resolution_rejection
+            self.metrics.rejected.labels(reason).inc(count)
+            return
         for index, payload in heartbeats:
             body = {**payload, "sourceId": outcome.source_id or ""}
             hb = self.collectors.record(body, now=now)
@@ -183,4 +221,3 @@ class IngestPipeline:
             if final:
                 for listener in self.listeners:
                     listener(final)
-        return outcome
