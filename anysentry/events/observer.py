@@ -311,25 +311,32 @@ class _Given:
     def of(cls, item: dict) -> "_Given":
         if len(item) == 1 or item.keys().isdisjoint(_GIVEN_KEYS):  # `line` alone: the common case
             return _NOTHING_GIVEN
-        attribution = item.get("attribution")
-        return cls(
-            source=_given(item, "source"), agentId=_given(item, "agentId"),
-            workspacePath=_given(item, "workspacePath", 1024), sessionId=_given(item, "sessionId"),
-            runId=_given(item, "runId"), userId=_given(item, "userId"), subject=_given(item, "subject", 2000),
-            sourceEventId=_given(item, "sourceEventId", 256), traceId=_given(item, "traceId", 256),
-            spanId=_given(item, "spanId", 256), parentSpanId=_given(item, "parentSpanId", 256),
-            taskId=_given(item, "taskId", 256), rawPreview=_given(item, "rawPreview", 4000),
-            collectorId=_given(item, "collectorId"), nodeName=_given(item, "nodeName"),
-            eventKind=K.canonical_kind(item.get("eventKind")),
-            eventCategory=_text(item.get("eventCategory")).strip().lower(),
-            at=item.get("at"), tokenCount=item.get("tokenCount"), latencyMs=item.get("latencyMs"),
-            attributes=item.get("attributes"), process=item.get("process"),
-            attribution=_clean_tree(attribution) if isinstance(attribution, dict) else None,
-            # OTLP attribute values may be longer (§5.3); the OTLP parser asks for it on its items
-            value_limit=500 if item.get("attributeValueLimit") == 500 else 240,
-        )
+        given = cls()
+        for key in item.keys() & _GIVEN_KEYS:  # only the fields present: most items carry one or two
+            limit = _GIVEN_TEXT_LIMITS.get(key)
+            if limit is not None:
+                setattr(given, key, _given(item, key, limit))
+            elif key == "eventKind":
+                given.eventKind = K.canonical_kind(item.get("eventKind"))
+            elif key == "eventCategory":
+                given.eventCategory = _text(item.get("eventCategory")).strip().lower()
+            elif key == "attribution":
+                attribution = item.get("attribution")
+                given.attribution = _clean_tree(attribution) if isinstance(attribution, dict) else None
+            elif key == "attributeValueLimit":
+                # OTLP attribute values may be longer (§5.3); the OTLP parser asks for it on its items
+                given.value_limit = 500 if item.get("attributeValueLimit") == 500 else 240
+            else:  # at, tokenCount, latencyMs, attributes, process: taken raw, checked where used
+                setattr(given, key, item.get(key))
+        return given
 
 
+# the explicit string fields of an item and their length bounds
+_GIVEN_TEXT_LIMITS = {
+    "source": 512, "agentId": 512, "workspacePath": 1024, "sessionId": 512, "runId": 512, "userId": 512,
+    "subject": 2000, "sourceEventId": 256, "traceId": 256, "spanId": 256, "parentSpanId": 256, "taskId": 256,
+    "rawPreview": 4000, "collectorId": 512, "nodeName": 512,
+}
 _NOTHING_GIVEN = _Given()
 _GIVEN_KEYS = frozenset(f for f in _Given.__slots__ if f != "value_limit") | {"attributeValueLimit"}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from anysentry.events.ids import hash_id
+from anysentry.events.ids import sha1_hex
 from anysentry.events.model import AgentEvent
 from anysentry.judge.risk import BENIGN, Risk, infer_risk
 
@@ -119,7 +119,7 @@ def apply_decision(event: AgentEvent, decision: Decision, *, policy_version: str
     event.riskType = risk.riskType
     event.riskScore = float(risk_score(verdict, decision.severity))
     event.policyVersion = policy_version
-    event.evaluationId = hash_id("eval", [event.eventId, policy_version])
+    event.evaluationId = "eval_" + sha1_hex(f"{event.eventId}\0{policy_version}\0")  # hash_id("eval", both strings)
     event.judgment = judgment
     event.decisionStatus = "succeeded"
     if decision.annotations:
