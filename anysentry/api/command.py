@@ -23,7 +23,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     configure_logging(args.log_level)
-    from anysentry.operator import mirror, policy_sync  # in a cluster: CRs are the truth (no-ops elsewhere)
+    from anysentry.operator import mirror, pods, policy_sync  # in a cluster: CRs are the truth (no-ops elsewhere)
 
     settings = ApiSettings.from_env(host=args.host, port=args.port)
     in_cluster = bool(os.environ.get("ANYSENTRY_KUBE_NAMESPACE", "").strip())
@@ -34,6 +34,7 @@ def run(args) -> int:
     services = Services(operations=operations)
     policy_sync.attach(services)
     mirror.attach(services)
+    pods.attach(services)  # pod identity at ingest (SPEC §7.6); no-op outside a cluster
     app = build_app(services, settings)
     asyncio.run(serve_app(app, settings.host, settings.port, banner="anysentry api "))
     return 0

@@ -13,6 +13,7 @@ from typing import Callable
 from anysentry.events.model import AgentEvent, Heartbeat, Observation, ParsedBody, Rejection, SourceContext
 from anysentry.events.observer import UNPARSEABLE, normalize
 from anysentry.events.timefmt import iso_time, now_ms
+from anysentry.events.workloads import WorkloadIndex
 from anysentry.judge.decision import apply_decision
 from anysentry.ops.collectors import CollectorRegistry
 from anysentry.ops.sources import SourceRegistry
@@ -99,6 +100,7 @@ class IngestPipeline:
         self.listeners: list[Callable[[list[AgentEvent]], None]] = []  # receive final decisions only
         self.tiers = None  # anysentry.api.tiers.DeeperTiers, set by tiers.attach()
         self.review_lookup: Callable[[dict], dict | None] | None = None  # human review decisions (§7.6)
+        self.workloads: WorkloadIndex | None = None  # Kubernetes pod identity (§7.6), set by operator.pods.attach
 
     def _apply_review(self, obs: Observation) -> None:
         """A human review matching the event's identity overrides its classification (§7.6)."""
@@ -111,6 +113,18 @@ class IngestPipeline:
         event.attribution = {**(event.attribution or {}), "classification": decision, "source": "manual_review",
                              "confidence": 1, "monitored": decision != "non_agent", "reason": "human review"}
         obs.classification = decision
+
+    def _enrich(self, item: dict, obs: Observation, context: SourceContext | None) -> Observation:
+        """An observer event naming a known pod by its sessionId or agentId takes that workload's identity
+        (§7.6): normalised again with it, so eventId/traceId/spanId derive from the new identity."""
+        event = obs.event
+        if event.source != "observer" or (event.attribution and event.attribution.get("classification")):
+            return obs
+        workload = self.workloads.match(event.sessionId) or self.workloads.match(event.agentId)
+        if workload is None:
+            return obs
+        enriched = normalize({**item, **workload.overrides()}, source=context, default_source=event.source, now=event.at)
+        return enriched if isinstance(enriched, Observation) else obs
 
     def _judge(self, obs: Observation) -> AgentEvent | None:
         if self.review_lookup is not None:
@@ -157,6 +171,8 @@ class IngestPipeline:
                 result: object = item
             else:
                 result = normalize(item, source=context, default_source=default_source, now=now)
+                if self.workloads is not None and isinstance(result, Observation):
+                    result = self._enrich(item, result, context)
             if isinstance(result, Observation):
                 event = self._judge(result)
                 if event is not None:
