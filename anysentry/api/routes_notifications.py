@@ -1,4 +1,8 @@
-"""Notification channels, routes and the delivery log (SPEC §17). Secrets are write-only."""
+"""Notification channels, routes and the delivery log (SPEC §17). Secrets are write-only.
+
+In a cluster (`services.mirror` set) a route is a NotificationRoute resource: POST, PUT and DELETE
+write it (its receivers' URLs go into Secrets the api creates), and a new URL on a channel repoints
+the receivers made from it (`anysentry.operator.mirror_routes`)."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from aiohttp import web
 from anysentry.api.app import SERVICES, management
 from anysentry.api.auth import actor_from
 from anysentry.api.http import ApiError, clamp_int, ok, read_object
-from anysentry.ops.notifications import NotificationError, Notifier
+from anysentry.ops.notifications import SECRET_FIELDS, NotificationError, Notifier
 
 SELECTORS = ("channelId", "routeId", "kind", "minSeverity", "workspacePath", "agentId", "collectorId", "sourceId",
              "owner", "team", "deliveryId", "alertId", "incidentId", "eventId", "taskId", "objectiveId", "issueId")
@@ -20,14 +24,41 @@ def _notifier(request: web.Request) -> Notifier:
     return notifier
 
 
+def _cluster_routes(request: web.Request):
+    """The resource side of notification routes when running in a cluster, else None."""
+    return getattr(getattr(request.app[SERVICES], "mirror", None), "routes", None)
+
+
+async def _write_resource(request: web.Request, body: dict, current: dict | None) -> dict:
+    """In a cluster: the route as its NotificationRoute (400 when it cannot be one, 503 when the API
+    server did not take it); the replica's books change only after the resource did."""
+    routes = _cluster_routes(request)
+    try:
+        name = await routes.prepare(body, current)
+        return await routes.write(name, routes.draft(name, body, current), actor=actor_from(request))
+    except NotificationError as exc:
+        raise ApiError(400, str(exc)) from exc
+    except routes.WriteFailed as exc:
+        raise ApiError(503, str(exc)) from exc
+
+
+async def _channel_secrets_changed(request: web.Request, body: dict, record: dict) -> None:
+    routes = _cluster_routes(request)
+    if routes is not None and any(key in body for key in SECRET_FIELDS):
+        await routes.channel_changed(record)
+
+
 async def create_channel(request: web.Request) -> web.Response:
     management(request)
     body = await read_object(request)
     notifier = _notifier(request)
+    existed = notifier.channels.get(str(body.get("channelId") or "")) is not None
     try:
         record = notifier.create_channel(body, actor=actor_from(request))
     except NotificationError as exc:
         raise ApiError(400, str(exc)) from exc
+    if existed:
+        await _channel_secrets_changed(request, body, record)
     return ok(notifier.channel_item(record), status=201)
 
 
@@ -41,6 +72,7 @@ async def update_channel(request: web.Request) -> web.Response:
         raise ApiError(400, str(exc)) from exc
     if record is None:
         raise ApiError(404, "notification channel not found")
+    await _channel_secrets_changed(request, body, record)
     return ok(notifier.channel_item(record))
 
 
@@ -48,7 +80,10 @@ async def create_route(request: web.Request) -> web.Response:
     management(request)
     body = await read_object(request)
     notifier = _notifier(request)
-    record = notifier.create_route(body, actor=actor_from(request))
+    if _cluster_routes(request) is not None:
+        record = await _write_resource(request, body, notifier.routes.get(str(body.get("routeId") or "")))
+    else:
+        record = notifier.create_route(body, actor=actor_from(request))
     return ok(notifier.route_item(record), status=201)
 
 
@@ -56,10 +91,32 @@ async def update_route(request: web.Request) -> web.Response:
     management(request)
     body = await read_object(request)
     notifier = _notifier(request)
-    record = notifier.update_route(request.match_info["route_id"], body, actor=actor_from(request))
-    if record is None:
+    current = notifier.routes.get(request.match_info["route_id"])
+    if current is None:
         raise ApiError(404, "notification route not found")
+    if _cluster_routes(request) is not None:
+        record = await _write_resource(request, body, current)
+    else:
+        record = notifier.update_route(current["routeId"], body, actor=actor_from(request))
     return ok(notifier.route_item(record))
+
+
+async def delete_route(request: web.Request) -> web.Response:
+    """Not in SPEC §17 (which only creates and changes routes): routes are resources in a cluster, and
+    REST removes what it creates. Channels stay, except a resource's own receiver channels."""
+    management(request)
+    notifier = _notifier(request)
+    current = notifier.routes.get(request.match_info["route_id"])
+    if current is None:
+        raise ApiError(404, "notification route not found")
+    routes = _cluster_routes(request)
+    if routes is not None:
+        try:
+            await routes.delete(current["routeId"])
+        except routes.WriteFailed as exc:
+            raise ApiError(503, str(exc)) from exc
+    notifier.delete_route(current["routeId"], actor=actor_from(request))
+    return ok(notifier.route_item(current))
 
 
 async def notification_config(request: web.Request) -> web.Response:
@@ -74,5 +131,6 @@ ROUTES = [
     web.put("/security-center/notifications/channels/{channel_id}", update_channel),
     web.post("/security-center/notifications/routes", create_route),
     web.put("/security-center/notifications/routes/{route_id}", update_route),
+    web.delete("/security-center/notifications/routes/{route_id}", delete_route),
     web.get("/security-center/notifications/config", notification_config),
 ]

@@ -4,11 +4,20 @@ Each receiver's webhook URL (and optional HMAC key) is read from its Secret by t
 never reads Secrets) into a webhook channel `chn_<ns>_<route>_<receiver>`; the route
 `rou_<ns>_<route>` sends the matching alerts to them (SPEC §17). Status: deliveries ok / failed / not
 sent through this route, the last delivery and error, per-receiver state; `Ready=False` with reason
-`SecretNotFound` (and a Warning Event) while a referenced Secret or key is missing."""
+`SecretNotFound` (and a Warning Event) while a referenced Secret or key is missing.
+
+Routes written through REST (`mirror_routes`) reference Secrets the api creates right after the
+resource (they need its uid): while such a route is young, a missing Secret is retried, not warned
+about. The api never changes or deletes a Secret, so the operator removes the api's receiver Secrets
+no route references any more, once they are older than a grace period (a new Secret is unreferenced
+for the moment between its creation and the repointing of its route)."""
 
 from __future__ import annotations
 
 import base64
+import logging
+import os
+from datetime import datetime
 
 import kopf
 
@@ -16,8 +25,25 @@ from anysentry.operator import events
 from anysentry.ops.standalone import apply_route, channel_id, route_id
 from anysentry.operator.kube import plain
 from anysentry.operator.loops import Installation, Runtime, register_publisher, runtime
-from anysentry.operator.status import awrite_status, from_ms, now_utc, with_conditions
+from anysentry.operator.mirror_routes import API_MANAGER, MANAGED_BY, ROUTE_LABEL
+from anysentry.operator.status import awrite_status, from_ms, now_utc, parse_time, with_conditions
 from anysentry.resources.models import GROUP, VERSION, NotificationRoute, NotificationRouteStatus, ReceiverStatus
+
+log = logging.getLogger("anysentry.operator.notifications")
+
+SECRETS_PENDING_SECS = 30.0  # a REST-written route's Secrets follow it within this
+
+
+def _grace_secs(default: float = 60.0) -> float:
+    """How old an unreferenced api Secret must be before it is removed (env, for tests)."""
+    try:
+        return max(0.0, float(os.environ.get("ANYSENTRY_OPERATOR_SECRET_GRACE_SECS", "") or default))
+    except ValueError:
+        return default
+
+
+SECRET_GRACE_SECS = _grace_secs()
+API_SECRETS = f"{MANAGED_BY}={API_MANAGER},{ROUTE_LABEL}"
 
 
 def secret_value(secret: dict | None, key: str) -> str | None:
@@ -89,22 +115,68 @@ def route_status(obj: dict, engine, record: dict | None, problems: list[str], no
     )
 
 
+def _age_secs(obj: dict, now: datetime) -> float | None:
+    created = parse_time((obj.get("metadata") or {}).get("creationTimestamp"))
+    return None if created is None else (now - created).total_seconds()
+
+
+def secrets_pending(obj: dict, now: datetime) -> bool:
+    """A route the api wrote moments ago: its Secrets may not exist yet."""
+    age = _age_secs(obj, now)
+    labels = obj["metadata"].get("labels") or {}
+    return labels.get(MANAGED_BY) == API_MANAGER and age is not None and age < SECRETS_PENDING_SECS
+
+
 async def publish_route(kube, engine, obj: dict) -> NotificationRouteStatus:
     now = now_utc()
     receivers, problems = await resolve_receivers(kube, obj)
     record = apply_route(engine, obj, receivers)
     status = route_status(obj, engine, record, problems, now)
     old = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}.get("Ready", {})
-    if problems and old.get("reason") != "SecretNotFound":
+    if problems and old.get("reason") != "SecretNotFound" and not secrets_pending(obj, now):
         await events.aemit(kube, obj, "SecretNotFound", "; ".join(problems), events.WARNING)
     await awrite_status(kube, "NotificationRoute", obj["metadata"]["namespace"], obj["metadata"]["name"], status)
     return status
 
 
+def unreferenced_secrets(secrets: list[dict], routes: list[dict], now: datetime,
+                         grace: float = SECRET_GRACE_SECS) -> list[str]:
+    """Names of the api's receiver Secrets that no route references and that are past the grace."""
+    referenced = set()
+    for route in routes:
+        for receiver in (route.get("spec") or {}).get("receivers") or []:
+            for ref in ("webhookUrlSecretRef", "hmacKeySecretRef"):
+                if (receiver.get(ref) or {}).get("name"):
+                    referenced.add(receiver[ref]["name"])
+    stale = []
+    for secret in secrets:
+        meta = secret.get("metadata") or {}
+        age = _age_secs(secret, now)
+        if meta.get("name") not in referenced and age is not None and age >= grace:
+            stale.append(meta["name"])
+    return stale
+
+
+async def prune_api_secrets(kube, namespace: str, routes: list[dict] | None = None) -> list[str]:
+    """Delete the api's receiver Secrets nothing references any more; returns their names."""
+    secrets = await kube.list("Secret", namespace, label_selector=API_SECRETS)
+    if not secrets:
+        return []
+    if routes is None:
+        routes = await kube.list("NotificationRoute", namespace)
+    stale = unreferenced_secrets(secrets, routes, now_utc())
+    for name in stale:
+        await kube.delete("Secret", namespace, name)
+        log.info("removed Secret %s/%s: no NotificationRoute references it any more", namespace, name)
+    return stale
+
+
 @register_publisher
 async def publish_routes(rt: Runtime, inst: Installation) -> None:
-    for obj in await rt.kube.list("NotificationRoute", inst.namespace):
+    routes = await rt.kube.list("NotificationRoute", inst.namespace)
+    for obj in routes:
         await publish_route(rt.kube, inst.engine, obj)
+    await prune_api_secrets(rt.kube, inst.namespace, routes)
 
 
 def forget_route(engine, obj: dict) -> None:
@@ -121,7 +193,12 @@ def forget_route(engine, obj: dict) -> None:
 @kopf.on.update(GROUP, VERSION, "notificationroutes")
 async def route_changed(body, namespace, **_):
     rt = runtime()
-    await publish_route(rt.kube, rt.engine(namespace), plain(body))
+    obj = plain(body)
+    status = await publish_route(rt.kube, rt.engine(namespace), obj)
+    ready = next((c for c in status.conditions if c.type == "Ready"), None)
+    if ready is not None and ready.reason == "SecretNotFound" and secrets_pending(obj, now_utc()):
+        raise kopf.TemporaryError("waiting for the Secrets the api creates with the route", delay=1)
+    await prune_api_secrets(rt.kube, namespace)
 
 
 @kopf.on.delete(GROUP, VERSION, "notificationroutes", optional=True)

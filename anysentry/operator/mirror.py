@@ -9,9 +9,12 @@ The api replicas run this when `ANYSENTRY_KUBE_NAMESPACE` is set (the operator r
   to the REST caller and is nowhere else). `write_objective`, `write_window` and `write_policy` do
   the same for objectives, maintenance windows and the policy (`PUT /config` writes Policy
   `default`), for the lead to call from those routes.
-- CR → api: `SourceMirror.run()` watches the namespace's `Source`, `Objective` and
-  `MaintenanceWindow` resources and applies each onto the replica's registry and books (the same ids
-  the operator uses), so a `kubectl apply` appears in `/sources/list` within a watch event.
+- CR → api: `SourceMirror.run()` watches the namespace's `Source`, `Objective`,
+  `MaintenanceWindow` and `NotificationRoute` resources and applies each onto the replica's registry
+  and books (the same ids the operator uses), so a `kubectl apply` appears in `/sources/list` within
+  a watch event.
+- Notification routes both ways (with their Secrets) are `mirror_routes.RouteMirror`, reached as
+  `services.mirror.routes` by the notification routes' REST handlers.
 
 Wiring (in `anysentry api`, done by the lead):
 
@@ -34,6 +37,7 @@ from typing import Any
 
 from anysentry.operator.handlers_source import HASH, ISSUED, ISSUER, PREVIEW, SOURCE_ID, source_id_of, upsert_source
 from anysentry.operator.kube import Kube, KubeError
+from anysentry.operator.mirror_routes import RouteMirror
 from anysentry.operator.status import from_ms, rfc3339
 from anysentry.ops.standalone import resource_source_id
 from anysentry.resources.models import API_VERSION, GROUP, VERSION
@@ -42,7 +46,8 @@ log = logging.getLogger("anysentry.mirror")
 
 FIELD_MANAGER = "anysentry-api"
 SOURCE_TYPES = ("observer", "forwarder", "webhook", "otel", "custom", "falco", "tetragon")
-WATCHED = {"Source": "sources", "Objective": "objectives", "MaintenanceWindow": "maintenancewindows"}
+WATCHED = {"Source": "sources", "Objective": "objectives", "MaintenanceWindow": "maintenancewindows",
+           "NotificationRoute": "notificationroutes"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,6 +265,7 @@ class SourceMirror:
         self._applying = threading.local()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: set[asyncio.Task] = set()
+        self.routes = RouteMirror(services, kube, namespace)
         self.applied = 0
         self.errors = 0
 
@@ -327,6 +333,8 @@ class SourceMirror:
                     registry.remove(source_id_of(obj))
                 else:
                     upsert_source(registry, obj)
+            elif kind == "NotificationRoute":
+                self.routes.hold(event_type, obj)
             else:
                 from anysentry.resources.models import KINDS
 

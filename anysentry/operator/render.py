@@ -204,6 +204,8 @@ def api_environment(resource: AnySentry) -> dict[str, str]:
         "ANYSENTRY_KUBE_NAMESPACE": ns,
         "ANYSENTRY_POLICY_CONFIGMAP": POLICY_CONFIGMAP,
         "ANYSENTRY_CLUSTER_ID": os.environ.get("ANYSENTRY_CLUSTER_ID", "default-cluster"),
+        # pod identity at ingest (SPEC §7.6) in the installation's namespace, where its Role lets it read pods
+        "ANYSENTRY_IDENTITY_NAMESPACES": ns,
         "ANYSENTRY_JUDGE_FAIL_CLOSED": "true" if spec.judge.failClosed else "false",
         "TMPDIR": "/tmp",
     }
@@ -277,17 +279,24 @@ def service_account(name: str, namespace: str, instance: str, component: str, ow
 
 def api_rbac(resource: AnySentry, owner: dict | None) -> list[dict]:
     """Least privilege for the api: the anysentry.io resources REST management reads and writes
-    (never their status, never delete) and the policy ConfigMap it follows. No Secret access: the
-    admin token, ClickHouse credentials and model keys reach it as environment from the kubelet."""
+    (never their status; delete and update only on notificationroutes, which REST replaces and
+    deletes) and the policy ConfigMap it follows. Secrets: `create` only, for the receivers' webhook
+    URLs of REST-written routes (content-named, never read or changed; the operator removes unused
+    ones). Pods: read, for the pod identity of events (§7.6) in this namespace. The admin token,
+    ClickHouse credentials and model keys reach it as environment."""
     meta, n = resource.metadata, names(resource.name)
     name, ns = n["api"], meta.namespace
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
         "metadata": _meta(name, ns, meta.name, "api", owner),
         "rules": [
-            {"apiGroups": [GROUP], "resources": list(API_MANAGED_PLURALS),
+            {"apiGroups": [GROUP], "resources": [p for p in API_MANAGED_PLURALS if p != "notificationroutes"],
              "verbs": ["get", "list", "watch", "create", "patch"]},
+            {"apiGroups": [GROUP], "resources": ["notificationroutes"],
+             "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
             {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [POLICY_CONFIGMAP], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
         ],
     }
     binding = {

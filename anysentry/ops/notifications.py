@@ -173,13 +173,15 @@ class Notifier:
         if isinstance(body.get("labels"), dict):
             record["labels"] = sanitize_attributes(body["labels"], max_keys=80, max_value=500)
 
-    def create_channel(self, body: dict, *, actor: dict | None = None, now: int | None = None) -> dict:
+    def create_channel(self, body: dict, *, actor: dict | None = None, now: int | None = None,
+                       audited: bool = True) -> dict:
+        """`audited=False`: a replica taking in a change already audited where it was made."""
         at = now or now_ms()
         channel_id = _text(body.get("channelId"), 160)
         if channel_id == ENV_CHANNEL_ID:
             raise NotificationError(f"channel {ENV_CHANNEL_ID} is read-only (set by ANYSENTRY_ALERT_WEBHOOK_URL)")
         if channel_id and channel_id in self.channels.records:
-            return self.update_channel(channel_id, body, actor=actor, now=at)  # type: ignore[return-value]
+            return self.update_channel(channel_id, body, actor=actor, now=at, audited=audited)  # type: ignore[return-value]
         name = _text(body.get("name"), 160)
         url = _text(body.get("webhookUrl"), 2048)
         channel_id = channel_id or hash_id("chn", [at, name, url])
@@ -188,12 +190,14 @@ class Notifier:
                   "_order": _next_order()}
         self._apply_channel(record, body)
         self.channels.put(record)
-        self._audit_change("notification.channel.updated", channel_id, f"notification channel {record['name']} created",
-                           actor, {"channelId": channel_id, "name": record["name"], "enabled": record["enabled"],
-                                   "endpointPreview": endpoint_preview(record["webhookUrl"])})
+        if audited:
+            self._audit_change("notification.channel.updated", channel_id, f"notification channel {record['name']} created",
+                               actor, {"channelId": channel_id, "name": record["name"], "enabled": record["enabled"],
+                                       "endpointPreview": endpoint_preview(record["webhookUrl"])})
         return record
 
-    def update_channel(self, channel_id: str, body: dict, *, actor: dict | None = None, now: int | None = None) -> dict | None:
+    def update_channel(self, channel_id: str, body: dict, *, actor: dict | None = None, now: int | None = None,
+                       audited: bool = True) -> dict | None:
         if channel_id == ENV_CHANNEL_ID:
             raise NotificationError(f"channel {ENV_CHANNEL_ID} is read-only (set by ANYSENTRY_ALERT_WEBHOOK_URL)")
         record = self.channels.get(channel_id)
@@ -202,10 +206,11 @@ class Notifier:
         self._apply_channel(record, body)
         record["updatedAt"] = now or now_ms()
         self.channels.touch(record)
-        self._audit_change("notification.channel.updated", channel_id, f"notification channel {record['name']} updated",
-                           actor, {"channelId": channel_id, "name": record["name"], "enabled": record["enabled"],
-                                   "endpointPreview": endpoint_preview(record["webhookUrl"]),
-                                   "changed": sorted(k for k in body if k in record or k in SECRET_FIELDS)})
+        if audited:
+            self._audit_change("notification.channel.updated", channel_id, f"notification channel {record['name']} updated",
+                               actor, {"channelId": channel_id, "name": record["name"], "enabled": record["enabled"],
+                                       "endpointPreview": endpoint_preview(record["webhookUrl"]),
+                                       "changed": sorted(k for k in body if k in record or k in SECRET_FIELDS)})
         return record
 
     # ---- routes ------------------------------------------------------------------------------
@@ -229,11 +234,12 @@ class Notifier:
         if "description" in body:
             record["description"] = redact_text(_text(body["description"], 1000))
 
-    def create_route(self, body: dict, *, actor: dict | None = None, now: int | None = None) -> dict:
+    def create_route(self, body: dict, *, actor: dict | None = None, now: int | None = None,
+                     audited: bool = True) -> dict:
         at = now or now_ms()
         route_id = _text(body.get("routeId"), 160)
         if route_id and route_id in self.routes.records:
-            return self.update_route(route_id, body, actor=actor, now=at)  # type: ignore[return-value]
+            return self.update_route(route_id, body, actor=actor, now=at, audited=audited)  # type: ignore[return-value]
         name = _text(body.get("name"), 160)
         route_id = route_id or hash_id("rou", [at, name, _text(body.get("q"), 200)])
         record = {"routeId": route_id, "name": name or route_id, "enabled": True, "channelIds": [], "minSeverity": "",
@@ -241,19 +247,33 @@ class Notifier:
                   "updatedAt": at, "_order": _next_order()}
         self._apply_route(record, body)
         self.routes.put(record)
-        self._audit_change("notification.route.updated", route_id, f"notification route {record['name']} created",
-                           actor, {"routeId": route_id, **{k: record[k] for k in ("name", "enabled", "channelIds", "minSeverity", "kinds")}})
+        if audited:
+            self._audit_change("notification.route.updated", route_id, f"notification route {record['name']} created",
+                               actor, {"routeId": route_id, **{k: record[k] for k in ("name", "enabled", "channelIds", "minSeverity", "kinds")}})
         return record
 
-    def update_route(self, route_id: str, body: dict, *, actor: dict | None = None, now: int | None = None) -> dict | None:
+    def update_route(self, route_id: str, body: dict, *, actor: dict | None = None, now: int | None = None,
+                     audited: bool = True) -> dict | None:
         record = self.routes.get(route_id)
         if record is None:
             return None
         self._apply_route(record, body)
         record["updatedAt"] = now or now_ms()
         self.routes.touch(record)
-        self._audit_change("notification.route.updated", route_id, f"notification route {record['name']} updated",
-                           actor, {"routeId": route_id, **{k: record[k] for k in ("name", "enabled", "channelIds", "minSeverity", "kinds")}})
+        if audited:
+            self._audit_change("notification.route.updated", route_id, f"notification route {record['name']} updated",
+                               actor, {"routeId": route_id, **{k: record[k] for k in ("name", "enabled", "channelIds", "minSeverity", "kinds")}})
+        return record
+
+    def delete_route(self, route_id: str, *, actor: dict | None = None, audited: bool = True) -> dict | None:
+        """Remove a route; its channels stay (other routes may use them). None when unknown."""
+        record = self.routes.get(route_id)
+        if record is None:
+            return None
+        self.routes.remove(route_id)
+        if audited:
+            self._audit_change("notification.route.updated", route_id, f"notification route {record['name']} deleted",
+                               actor, {"routeId": route_id, "name": record["name"], "deleted": True})
         return record
 
     def ordered_routes(self) -> list[dict]:

@@ -115,20 +115,28 @@ def test_every_child_is_owned_by_the_installation_and_labelled():
 def test_api_rbac_is_least_privilege():
     rendered = render.render(installation())
     role = rendered.get("Role", "anysentry-api")
+    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): r for r in role["rules"]}
     verbs = {verb for rule in role["rules"] for verb in rule["verbs"]}
-    assert verbs <= {"get", "list", "watch", "create", "patch"}
-    assert "delete" not in verbs and "*" not in verbs
-    groups = {group for rule in role["rules"] for group in rule["apiGroups"]}
-    assert groups == {"anysentry.io", ""}
+    assert "*" not in verbs
     resources = {res for rule in role["rules"] for res in rule["resources"]}
-    assert "secrets" not in resources and "*" not in resources
+    assert "*" not in resources
     assert not any(r.endswith("/status") for r in resources), "the api never writes status"
-    core = [rule for rule in role["rules"] if rule["apiGroups"] == [""]]
-    assert core == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["anysentry-policy"], "verbs": ["get"]}]
+    # delete and update only where REST replaces and deletes: notification routes
+    for (groups, names), rule in rules.items():
+        if names != ("notificationroutes",):
+            assert "delete" not in rule["verbs"] and "update" not in rule["verbs"], rule
+    # Secrets: create only (a REST route's receiver URL), never read, listed or changed
+    assert rules[(("",), ("secrets",))]["verbs"] == ["create"]
+    assert rules[(("",), ("configmaps",))] == {"apiGroups": [""], "resources": ["configmaps"],
+                                              "resourceNames": ["anysentry-policy"], "verbs": ["get"]}
+    assert rules[(("",), ("pods",))]["verbs"] == ["get", "list", "watch"]  # pod identity (SPEC §7.6)
+    assert {r for (g, _), _ in rules.items() for r in g} == {"anysentry.io", ""}
     binding = rendered.get("RoleBinding", "anysentry-api")
     assert binding["roleRef"]["name"] == "anysentry-api"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "anysentry-api", "namespace": "ns1"}]
     assert not rendered.by_kind("ClusterRole") and not rendered.by_kind("ClusterRoleBinding")
+    config = rendered.get("ConfigMap", "anysentry-config")["data"]
+    assert config["ANYSENTRY_IDENTITY_NAMESPACES"] == "ns1"  # the pods its Role lets it read
 
 
 def test_collector_is_an_observer_with_only_the_capabilities_it_needs():
