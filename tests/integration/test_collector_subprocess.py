@@ -70,14 +70,15 @@ async def test_the_collector_command_observes_forwards_and_stops_cleanly(make_ap
         sleeper = subprocess.Popen(["sleep", "31.5"])
 
         async def exec_of_sleeper():
-            return [i for i in await listed(eventKind="ToolExec")
+            return [i for i in await listed(eventKind="ToolExec", q="sleep 31.5")  # among the many processes of a busy machine
                     if i["attributes"].get("pid") == sleeper.pid and i["attributes"].get("argv") == "sleep 31.5"]
         (started,) = await until(exec_of_sleeper, "the ToolExec of the sleep this test started")
         assert started["collectorId"] == "subprocess-collector" and started["attributes"]["collectorNode"] == "node-s"
         sleeper.kill()
 
         async def exit_of_sleeper():
-            return [i for i in await listed(eventKind="ProcessExit") if i["attributes"].get("pid") == sleeper.pid
+            return [i for i in await listed(eventKind="ProcessExit", agentId=started["agentId"],
+                                               sessionId=started["sessionId"]) if i["attributes"].get("pid") == sleeper.pid
                     and i["process"]["startTimeTicks"] == started["process"]["startTimeTicks"]]
         (ended,) = await until(exit_of_sleeper, "the ProcessExit of the sleep")
         assert ended["agentId"] == started["agentId"] and ended["attributes"].get("signal") == 9
