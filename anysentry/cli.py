@@ -16,6 +16,8 @@ COMMANDS = {
     "judge": ("anysentry.judge.command", "judge observer NDJSON from stdin, one decision line per event"),
     "crds": ("anysentry.resources.command", "render the CRD manifests from the models"),
     "operator": ("anysentry.operator.command", "the Kubernetes operator (kopf)"),
+    "collect": ("anysentry.collector.command", "the node collector: procfs observer, NDJSON/Falco/Tetragon forwarder, disk buffer, heartbeats"),
+    "ui": ("anysentry.webui.command", "the web dashboard (Panel), a client of the API"),
 }
 
 

@@ -1,6 +1,7 @@
 """`anysentry serve`: everything in one process on the embedded store (DESIGN §2).
 
-API + judge + operations loops (+ the web UI when installed), state under `./.anysentry/`,
+API + judge + operations loops + the web UI (its own thread, talking to the local API over HTTP
+like any client), state under `./.anysentry/`,
 configuration from a folder of the same custom-resource manifests a cluster uses, and with
 `--demo` a clearly labelled synthetic feed so a newcomer sees a live system in one command."""
 
@@ -31,6 +32,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default $PORT or 29653)")
     parser.add_argument("--data-dir", default=None, help="state directory (default ./.anysentry)")
+    parser.add_argument("--ui-port", type=int, default=None, help="web UI port (default $ANYSENTRY_UI_PORT or 5006)")
+    parser.add_argument("--no-ui", action="store_true", help="do not start the web UI")
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -72,15 +75,41 @@ def build(args) -> tuple:
     return services, settings
 
 
+def local_url(host: str, port: int) -> str:
+    """How a client in this process reaches a server listening on `host`."""
+    if host in ("", "0.0.0.0", "::", "localhost"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def start_ui(args, api_port: int):
+    """The web UI on its own thread, pointed at the local API; None (and a warning) when it cannot start."""
+    from anysentry.webui.client import read_admin_token
+    from anysentry.webui.server import UiSettings, UiThread, loopback_origins, origins_from_env
+
+    port = args.ui_port if args.ui_port is not None else int(os.environ.get("ANYSENTRY_UI_PORT", "5006"))
+    loopback = args.host in ("127.0.0.1", "localhost", "::1")
+    origins = origins_from_env() or (loopback_origins(port) if loopback else [])
+    api_url = local_url(args.host, api_port)
+    ui = UiThread(UiSettings(api_url=api_url, port=port, host=args.host, admin_token=read_admin_token(),
+                             allowed_origins=origins))
+    try:
+        bound = ui.start()
+    except Exception as exc:  # the API is the core: run without the dashboard rather than not at all
+        log.warning("web UI not started on %s:%d: %s", args.host, port, exc)
+        return None
+    log.info("web UI on %s/ (API %s)", local_url(args.host, bound), api_url)
+    return ui
+
+
 def run(args) -> int:
     configure_logging(args.log_level)
     services, settings = build(args)
     app = build_app(services, settings)
+    ui = None if args.no_ui else start_ui(args, settings.port)
     try:
-        from anysentry.webui.server import attach_ui  # optional: needs the `ui` extra
-    except ImportError:
-        attach_ui = None
-    if attach_ui is not None:
-        attach_ui(app, services)
-    asyncio.run(serve_app(app, settings.host, settings.port, banner="anysentry serve "))
+        asyncio.run(serve_app(app, settings.host, settings.port, banner="anysentry serve "))
+    finally:
+        if ui is not None:
+            ui.stop()
     return 0

@@ -475,13 +475,18 @@ def ui_deployment(resource: AnySentry, owner: dict | None, options: RenderOption
     meta, spec, n = resource.metadata, resource.spec, names(resource.name)
     tmp_volumes, tmp_mounts = _volumes_tmp(options)
     probe = {"tcpSocket": {"port": "http"}, "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 6}
+    env = [{"name": "HOME", "value": "/tmp"}]
+    # the UI acts (acknowledge, resolve, simulate) through the API's management routes: same token
+    admin_token = _secret_env("ANYSENTRY_ADMIN_TOKEN", spec.api.adminTokenSecretRef)
+    if admin_token:
+        env.append(admin_token)
     container = {
         "name": "ui",
         "image": spec.api.image or options.image,
         "imagePullPolicy": options.image_pull_policy,
-        "args": ["ui", "--port", str(UI_PORT), "--api-url", endpoints(resource)["api"]],
+        "args": ["ui", "--host", "0.0.0.0", "--port", str(UI_PORT), "--api-url", endpoints(resource)["api"]],
         "ports": [{"name": "http", "containerPort": UI_PORT, "protocol": "TCP"}],
-        "env": [{"name": "HOME", "value": "/tmp"}],
+        "env": env,
         "resources": json.loads(json.dumps(DEFAULT_UI_RESOURCES)),
         "readinessProbe": probe,
         "livenessProbe": probe,
