@@ -117,8 +117,7 @@ class Services:
         self.sources.load(await self.source_table.aall())
         self.collectors.load(await self.heartbeat_table.aall())
         self.audit.load(await self.audit_table.aall())
-        for book in self.ops.books:
-            book.load(await StateTable(self.store, book.table_name).aall())
+        await self.book_sync.refresh()  # every book; the refresh loop (operator mode) goes on from here
         if not self.policy.locked:
             stored = await self.config.aget("policy")
             if isinstance(stored, dict):

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from anysentry.operator.kube import KubeError
 from anysentry.ops.notifications import ENV_CHANNEL_ID, SECRET_FIELDS, NotificationError, Notifier
 from anysentry.ops.objectives import resource_id
-from anysentry.ops.standalone import channel_id, route_id
+from anysentry.ops.standalone import channel_id, route_id, route_record
 from anysentry.resources.models import API_VERSION, NotificationRoute
 
 log = logging.getLogger("anysentry.mirror.routes")
@@ -137,15 +137,9 @@ def route_spec(record: dict, receivers: list[dict]) -> dict:
 
 
 def route_body(obj: dict) -> dict:
-    """The REST route record a NotificationRoute stands for: the same the operator builds
-    (`ops.standalone.apply_route`), so every process holds one record per resource."""
+    """The REST route record a NotificationRoute stands for, its channels the route's receivers."""
     spec = NotificationRoute.model_validate(obj).spec
-    match = spec.match
-    body = {"routeId": route_id(obj), "name": obj["metadata"]["name"], "enabled": spec.enabled,
-            "channelIds": [channel_id(obj, r.name) for r in spec.receivers], "minSeverity": match.minSeverity,
-            "kinds": list(match.kinds), "q": match.text, "description": spec.description}
-    body.update({rest_key: getattr(match, key) for rest_key, key, _ in MATCH_FIELDS if rest_key != "q"})
-    return body
+    return route_record(obj, [channel_id(obj, r.name) for r in spec.receivers])
 
 
 def receiver_channel_body(obj: dict, receiver: str, enabled: bool) -> dict:

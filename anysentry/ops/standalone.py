@@ -105,6 +105,17 @@ def channel_id(obj: dict, receiver: str) -> str:
     return resource_id("chn", meta.get("namespace") or "default", f"{meta['name']}_{receiver}")
 
 
+def route_record(obj: dict, channel_ids: list[str]) -> dict:
+    """The REST route record a NotificationRoute stands for: every process (serve, operator, api
+    replicas) builds the same one, so each holds one record per resource."""
+    spec = NotificationRoute.model_validate(obj).spec
+    match = spec.match
+    return {"routeId": route_id(obj), "name": obj["metadata"]["name"], "enabled": spec.enabled, "channelIds": channel_ids,
+            "minSeverity": match.minSeverity, "kinds": list(match.kinds), "workspacePath": match.workspace,
+            "agentId": match.agent, "collectorId": match.collector, "sourceId": match.source, "owner": match.owner,
+            "team": match.team, "q": match.text, "description": spec.description}
+
+
 def apply_route(engine, obj: dict, receivers: dict[str, dict]) -> dict | None:
     """Channels and route in the notifier, changed only when they differ (no audit noise)."""
     notifier = getattr(engine, "notifications", None)
@@ -124,11 +135,7 @@ def apply_route(engine, obj: dict, receivers: dict[str, dict]) -> dict | None:
             notifier.create_channel(body, actor=actor)
     for stale in [c for c in list(notifier.channels.records) if c.startswith(channel_id(obj, "")) and c not in channel_ids]:
         notifier.channels.remove(stale)
-    match = spec.match
-    body = {"routeId": route_id(obj), "name": obj["metadata"]["name"], "enabled": spec.enabled, "channelIds": channel_ids,
-            "minSeverity": match.minSeverity, "kinds": list(match.kinds), "workspacePath": match.workspace,
-            "agentId": match.agent, "collectorId": match.collector, "sourceId": match.source, "owner": match.owner,
-            "team": match.team, "q": match.text, "description": spec.description}
+    body = route_record(obj, channel_ids)
     existing = notifier.routes.get(body["routeId"])
     if existing is None or any(existing.get(k, "" if k not in ("kinds", "channelIds") else []) != v for k, v in body.items()
                                if k in existing or v):

@@ -295,41 +295,10 @@ async def test_a_full_api_buffer_is_waited_out_as_its_retry_after_says(make_api,
     assert len(stored) == 40 and len({item["eventId"] for item in stored}) == 40
 
 
-class SmallBodyApi:
-    def __init__(self, session: aiohttp.ClientSession, services, port: int):
-        self.session, self.services, self.port = session, services, port
-        self.url = f"http://127.0.0.1:{port}"
-
-    async def data(self, method: str, path: str, json=None):
-        async with self.session.request(method, "/security-center" + path, json=json) as resp:
-            assert resp.status == 200, await resp.text()
-            return (await resp.json())["data"]
-
-
 @pytest.fixture
-async def small_body_api(tmp_path, chdb_path, store_database):
+async def small_body_api(make_api):
     """The real api app, but refusing request bodies over 4 KiB (HTTP 413), like a strict ingress."""
-    from aiohttp import web
-
-    from anysentry.api.app import ApiSettings, build_app
-    from anysentry.api.auth import ManagementAuth
-    from anysentry.api.services import Services
-    from anysentry.store.settings import StoreSettings
-
-    store = StoreSettings(data_dir=str(tmp_path / "api-data"), chdb_dir=chdb_path, database=store_database,
-                          flush_interval=0.05)
-    services = Services(store_settings=store, auth=ManagementAuth(None), state_flush_secs=0.2)
-    runner = web.AppRunner(build_app(services, ApiSettings(host="127.0.0.1", port=0, data_dir=tmp_path,
-                                                           max_body_bytes=4096)))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    session = aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}")
-    yield SmallBodyApi(session, services, port)
-    await session.close()
-    await runner.cleanup()
-    services.store.command(f"DROP DATABASE IF EXISTS `{services.store.database}` SYNC")
+    return await make_api(max_body_bytes=4096)
 
 
 async def test_a_request_the_api_refuses_whole_is_split_until_the_bad_item_stands_alone(small_body_api, tmp_path):
