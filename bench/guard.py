@@ -115,13 +115,14 @@ async def drive(url: str, rate: float, seconds: float, max_inflight: int) -> tup
     return results, count / elapsed, errors
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), 0 elsewhere."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process (Linux /proc), zeros elsewhere."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
     except (OSError, IndexError, ValueError):
-        return 0.0
+        return 0.0, 0.0
 
 
 def fsync_probe(directory: Path, count: int = 200) -> list[float]:
@@ -172,8 +173,11 @@ def main() -> None:
             asyncio.run(drive(url, args.rate, args.warmup, args.max_inflight))
         probe = fsync_probe(data_dir)
         load_before, cpu_before = os.getloadavg()[0], cpu_seconds(server.pid)
+        client_before = os.times()[:2]
         results, achieved, errors = asyncio.run(drive(url, args.rate, args.seconds, args.max_inflight))
-        server_cpu = cpu_seconds(server.pid) - cpu_before
+        cpu_after = cpu_seconds(server.pid)
+        user_cpu, system_cpu = cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1]
+        client_user, client_system = os.times()[:2]
         load_after = os.getloadavg()[0]
     finally:
         server.send_signal(signal.SIGTERM)
@@ -186,9 +190,13 @@ def main() -> None:
     print(f"context: load average {load_before:.2f} → {load_after:.2f} (other processes share these cores); "
           f"fdatasync of a small append in the data dir: p50 {pct(probe, 50):.2f} ms, p99 {pct(probe, 99):.2f} ms")
     calls = len(results) + errors
+    server_cpu = user_cpu + system_cpu
     if calls and server_cpu:
         print(f"server CPU: {server_cpu:.2f} s for {calls} calls = {server_cpu / calls * 1000:.2f} ms/call "
-              f"({server_cpu / args.seconds * 100:.0f}% of one core)")
+              f"(user {user_cpu / calls * 1000:.2f}, system {system_cpu / calls * 1000:.2f}; "
+              f"{server_cpu / args.seconds * 100:.0f}% of one core)")
+        client_cpu = client_user - client_before[0] + client_system - client_before[1]
+        print(f"load generator CPU (this process, same cores): {client_cpu / calls * 1000:.2f} ms/call")
     print(f"assessRuntimeAction open-loop: offered {args.rate:.0f}/s for {args.seconds:.0f} s, "
           f"achieved {achieved:.0f} calls/s, {len(results)} ok, {errors} errors")
     if not latencies:

@@ -6,8 +6,9 @@ item shape, so identity, ids, subjects, attributes and redaction are derived in 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
+from typing import Any
 
 import orjson
 
@@ -155,7 +156,8 @@ def _argv_text(inner: dict) -> tuple[str, bool]:
         else:
             if len(joined) <= JUDGE_SUBJECT_LIMIT:
                 return joined, False
-    argv, total, cut = [], 0, False
+    argv: list[str] = []
+    total, cut = 0, False
     for item in raw:
         text = item if isinstance(item, str) else _text(item)
         if total + len(text) > JUDGE_SUBJECT_LIMIT or len(argv) >= 1024:
@@ -299,12 +301,12 @@ class _Given:
     nodeName: str = ""
     eventKind: str = ""
     eventCategory: str = ""
-    at: object = None
-    tokenCount: object = None
-    latencyMs: object = None
-    attributes: object = None
-    process: object = None
-    attribution: object = None
+    at: Any = None
+    tokenCount: Any = None
+    latencyMs: Any = None
+    attributes: Any = None
+    process: Any = None
+    attribution: dict | None = None
     value_limit: int = 240
 
     @classmethod
@@ -322,7 +324,8 @@ class _Given:
                 given.eventCategory = _text(item.get("eventCategory")).strip().lower()
             elif key == "attribution":
                 attribution = item.get("attribution")
-                given.attribution = _clean_tree(attribution) if isinstance(attribution, dict) else None
+                cleaned = _clean_tree(attribution) if isinstance(attribution, dict) else None
+                given.attribution = cleaned if isinstance(cleaned, dict) else None
             elif key == "attributeValueLimit":
                 # OTLP attribute values may be longer (§5.3); the OTLP parser asks for it on its items
                 given.value_limit = 500 if item.get("attributeValueLimit") == 500 else 240
@@ -338,7 +341,7 @@ _GIVEN_TEXT_LIMITS = {
     "rawPreview": 4000, "collectorId": 512, "nodeName": 512,
 }
 _NOTHING_GIVEN = _Given()
-_GIVEN_KEYS = frozenset(f for f in _Given.__slots__ if f != "value_limit") | {"attributeValueLimit"}
+_GIVEN_KEYS = frozenset(f.name for f in fields(_Given) if f.name != "value_limit") | {"attributeValueLimit"}
 
 
 def _line_is_clean(line: str) -> bool:
@@ -479,6 +482,7 @@ def normalize(
     user_id = given.userId or (f"uid:{uid_text}" if uid_text else "system")
 
     argv_cut, argv_text = False, None
+    judge_subject: str | None
     if line_kind == K.TOOL_EXEC:
         judge_subject, argv_cut = _argv_text(inner)
         argv_text = redact(judge_subject)

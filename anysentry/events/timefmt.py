@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import lru_cache
 from datetime import datetime, timezone
 
 
@@ -61,4 +62,10 @@ def display_time(ms: int | float | None) -> str:
 def iso_time(ms: int | float | None = None) -> str:
     """Full ISO-8601 UTC with milliseconds and `Z` (envelope timestamps, healthz, generatedAt)."""
     ms = now_ms() if ms is None else ms
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ms) % 1000:03d}Z"
+    return _iso_second(int(ms) // 1000) + f"{int(ms) % 1000:03d}Z"
+
+
+@lru_cache(maxsize=256)
+def _iso_second(seconds: int) -> str:
+    """`YYYY-MM-DDTHH:MM:SS.` of a second: every answer of that second shares it."""
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")

@@ -215,10 +215,14 @@ _CHECKS = (
 )
 
 
+# one scan says whether any check can match: most guarded actions are benign and stop here
+_ANY = re2.compile("|".join(f"(?:{p.pattern})" for p in (_METADATA, _PIPED, _RM, _REVERSE, _CREDENTIAL)), _OPTIONS)
+
+
 def fallback_check(text: str) -> Fallback | None:
     """The first fallback (metadata, piped RCE, destructive, reverse shell, credential path) that
     matches `text`, else None."""
-    if not text:
+    if not text or _ANY.search(text) is None:
         return None
     for fallback, check in _CHECKS:
         if check(text):
