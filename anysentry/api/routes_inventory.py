@@ -7,7 +7,7 @@ from aiohttp import web
 from anysentry.api.app import SERVICES, management
 from anysentry.api.auth import actor_from
 from anysentry.api.http import ApiError, ok, raw_json, read_object, text
-from anysentry.ops.inventory import REVIEW_DECISIONS
+from anysentry.ops.inventory_identity import REVIEW_DECISIONS
 
 
 def _inventory(request: web.Request):
