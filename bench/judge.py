@@ -17,6 +17,7 @@ import time
 
 import orjson
 
+import anysentry.events.observer as observer_module
 from anysentry.events.model import Observation
 from anysentry.events.observer import normalize
 from anysentry.judge.engine import Judge
@@ -137,6 +138,8 @@ def main() -> None:
         verdicts[verdict] = verdicts.get(verdict, 0) + 1
 
     n, m = len(items), len(observations)
+    compiled = observer_module.__file__.endswith((".so", ".pyd"))
+    print(f"normaliser: {'compiled with mypyc (setup.py)' if compiled else 'pure Python (not compiled at install)'}")
     print(f"corpus: {n} observer lines, {sum(map(len, lines)) / n:.0f} bytes/line on average, verdicts {verdicts}")
     print("throughput per CPU-second of this process (wall-clock in brackets; it suffers when the machine is shared)")
     for label, count, (cpu, wall), unit, target in (

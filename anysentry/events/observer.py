@@ -67,7 +67,7 @@ _STRING_IDS = frozenset({"cgroupId", "startTimeTicks", "eventTimeNs", "startTime
 _INT_MIN, _INT_END = -(2**63), 2**64  # integers clean_value keeps as they are
 
 
-def parse_line(line: str | bytes) -> dict | Rejection:
+def parse_line(line: object) -> dict | Rejection:
     """One NDJSON record; blank lines, non-objects and bad JSON are `unparseable event`."""
     if isinstance(line, (bytes, bytearray)):
         stripped = bytes(line).lstrip()
@@ -374,7 +374,7 @@ def heartbeat_payload(inner: dict, item: dict) -> dict:
         if isinstance(given, dict):
             kind_counts.update({str(k): v for k, v in given.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
-    def num(*keys: str) -> float:
+    def num(*keys: str) -> int | float:
         for key in keys:
             value = inner.get(key)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -407,12 +407,12 @@ def heartbeat_payload(inner: dict, item: dict) -> dict:
 
 
 def normalize(
-    item: dict,
+    item: object,
     *,
     source: SourceContext | None = None,
     default_source: str = "observer",
     settings: NormalizeSettings | None = None,
-    now: int | None = None,
+    now: Any = None,  # epoch ms (int or float), as given
 ) -> Observation | Heartbeat | Rejection:
     """One /ingest item (§8.1 body: `line` plus explicit overrides) → a redacted canonical event.
 

@@ -24,7 +24,7 @@ _ASSIGNMENT = re.compile(
     + _QUOTE + r"""\s*[:=]\s*""" + _QUOTE + r""")(?!\[redacted\]|(?:bearer|basic|token)\s+\[redacted\])""" + _VALUE_END
 )
 _SK_KEY = re.compile(r"sk-[A-Za-z0-9_-]{12,}")
-_MARKERS = ("author", "key", "token", "secret", "passw", "passwd", "credential", "sk-")
+_MARKERS = ("author", "key", "token", "secret", "passw", "credential", "sk-")  # passw covers passwd
 # every key of _ASSIGNMENT holds one of these words (the §5.1 markers but `sk-`); per word, the key
 # spellings holding it and how many characters before it they start
 _KEY_WORDS = (
@@ -91,7 +91,8 @@ def _assignments(text: str, starts: list[int]) -> str:
 
     Scanning every position with the case-insensitive alternation costs ~50 ns a character; the
     same matches, in the same left-to-right non-overlapping order, come from the key starts."""
-    parts, done = [], 0
+    parts: list[str] = []
+    done = 0
     for start in starts:
         if start < done:
             continue
@@ -154,12 +155,14 @@ def clean_value(value: object, max_len: int) -> str | int | float | bool | None:
         return value if -(2**63) <= value < 2**64 else str(value)[:max_len]
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if not isinstance(value, str):
+    if isinstance(value, str):
+        text = value
+    else:
         try:
-            value = orjson.dumps(value, default=str).decode()
+            text = orjson.dumps(value, default=str).decode()
         except (TypeError, orjson.JSONEncodeError):
-            value = str(value)
-    return redact_text(value)[:max_len]
+            text = str(value)
+    return redact_text(text)[:max_len]
 
 
 def sanitize_attributes(
