@@ -1,4 +1,8 @@
-"""Maintenance windows (SPEC §19): list, create, update."""
+"""Maintenance windows (SPEC §19): list, create, update.
+
+In a cluster a window is a `MaintenanceWindow` resource: a create records it under the id of the
+resource the mirror names for it (`claim_id`), then writes that resource, so REST, the replicas and
+the operator hold one record; PUT writes the resource again."""
 
 from __future__ import annotations
 
@@ -30,6 +34,9 @@ async def create_window(request: web.Request) -> web.Response:
     management(request)
     body = await read_object(request)
     book = _book(request)
+    mirror = getattr(request.app[SERVICES], "mirror", None)
+    if mirror is not None:  # in a cluster the record takes its resource's id from the start (SPEC §1)
+        body = {**body, "windowId": await mirror.claim_id("MaintenanceWindow", body, book)}
     window = book.create(body)
     publish_resource(request, "MaintenanceWindow", window)
     _audit(request, window, f"maintenance window {window['title']} saved")

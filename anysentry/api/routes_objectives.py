@@ -1,4 +1,8 @@
-"""Objectives (SPEC §18): list (evaluates), create, update."""
+"""Objectives (SPEC §18): list (evaluates), create, update.
+
+In a cluster an objective is an `Objective` resource: a create records it under the id of the
+resource the mirror names for it (`claim_id`), then writes that resource, so REST, the replicas and
+the operator hold one record; PUT writes the resource again."""
 
 from __future__ import annotations
 
@@ -30,6 +34,9 @@ async def create_objective(request: web.Request) -> web.Response:
     management(request)
     body = await read_object(request)
     book = _book(request)
+    mirror = getattr(request.app[SERVICES], "mirror", None)
+    if mirror is not None:  # in a cluster the record takes its resource's id from the start (SPEC §1)
+        body = {**body, "objectiveId": await mirror.claim_id("Objective", body, book)}
     record = await book.create(body)
     publish_resource(request, "Objective", record)
     _audit(request, record, f"objective {record['name']} saved")

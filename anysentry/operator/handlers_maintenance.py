@@ -2,7 +2,8 @@
 (`engine.maintenance.apply_resource`), which suppresses matching alerts while it is active (SPEC
 §19). Status: phase (Scheduled, Active, Expired, Disabled) and the number of alerts it suppressed.
 Events: `MaintenanceStarted` / `MaintenanceEnded` on phase changes, `AlertsSuppressed` when the
-window suppressed more alerts since the last status."""
+window suppressed more alerts since the last status. The record id is the resource's
+(`ops.objectives.resource_record_id`), shared with REST and the api's mirror."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ PHASES = {"scheduled": "Scheduled", "active": "Active", "expired": "Expired", "d
 
 
 def window_id(obj: dict) -> str:
-    from anysentry.ops.objectives import resource_id
+    """The record id of the resource, as the api's mirror and REST know it (`resource_record_id`)."""
+    from anysentry.ops.objectives import resource_record_id
 
-    meta = obj["metadata"]
-    return resource_id("mw", meta.get("namespace") or "default", meta["name"])
+    return resource_record_id("mw", obj["metadata"])
 
 
 def apply_window(engine, obj: dict) -> dict | None:

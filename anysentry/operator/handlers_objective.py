@@ -5,7 +5,10 @@ force, since, evidence and the breach alert. A breach posts a Warning Event `Obj
 return to Ok a Normal `ObjectiveRecovered`.
 
 `lastEvaluatedAt` moves only with a new value or state, or every 5 minutes, so a steady objective
-does not rewrite its status every cycle (DESIGN §3: no status field that changes without reason)."""
+does not rewrite its status every cycle (DESIGN §3: no status field that changes without reason).
+
+The record id is the resource's (`ops.objectives.resource_record_id`): the one a REST create in a
+cluster recorded it under, or the id annotation an older api wrote, so the state table holds it once."""
 
 from __future__ import annotations
 
@@ -27,10 +30,10 @@ EVALUATED_REFRESH = timedelta(minutes=5)
 
 
 def objective_id(obj: dict) -> str:
-    from anysentry.ops.objectives import resource_id
+    """The record id of the resource, as the api's mirror and REST know it (`resource_record_id`)."""
+    from anysentry.ops.objectives import resource_record_id
 
-    meta = obj["metadata"]
-    return resource_id("obj", meta.get("namespace") or "default", meta["name"])
+    return resource_record_id("obj", obj["metadata"])
 
 
 def apply_objective(engine, obj: dict) -> dict | None:

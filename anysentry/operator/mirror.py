@@ -8,21 +8,33 @@ The api replicas run this when `ANYSENTRY_KUBE_NAMESPACE` is set (the operator r
   token's hash, preview and issue time with `anysentry.io/token-issuer: api` (the token itself went
   to the REST caller and is nowhere else). `write_objective`, `write_window` and `write_policy` do
   the same for objectives, maintenance windows and the policy (`PUT /config` writes Policy
-  `default`), for the lead to call from those routes.
+  `default`).
+- Objectives and maintenance windows created through REST take their resource's id from the start:
+  the route asks `claim_id` first, which picks a free resource name and answers
+  `resource_id("obj"|"mw", namespace, name)`; the record is created under it and written (in the
+  background, `publish`) as that resource with no id annotation, so REST, every replica and the
+  operator hold one record. A resource an older version wrote for a record with a generated id
+  keeps that id in `anysentry.io/objectiveid` / `anysentry.io/windowid`, and everyone reads it the
+  same way (`ops.objectives.resource_record_id`). The REST name of an objective and the labels of a
+  window ride in annotations (`anysentry.io/display-name`, `anysentry.io/labels`), so the resource
+  coming back does not rename or relabel the record.
 - CR → api: `SourceMirror.run()` watches the namespace's `Source`, `Objective`,
   `MaintenanceWindow` and `NotificationRoute` resources and applies each onto the replica's registry
   and books (the same ids the operator uses), so a `kubectl apply` appears in `/sources/list` within
   a watch event.
 - Notification routes both ways (with their Secrets) are `mirror_routes.RouteMirror`, reached as
-  `services.mirror.routes` by the notification routes' REST handlers.
+  `services.mirror.routes` by the notification routes' REST handlers. Receiver channels hold URLs
+  and keys that live in Secrets: a replica never stores them and never sends to those channels; it
+  queues such deliveries for the operator, which reads the Secrets (`ops.notifications`).
 
 Wiring (in `anysentry api`, done by the lead):
 
     from anysentry.operator import mirror
     mirror.attach(services)   # no-op outside a cluster
 
-which appends `SourceMirror.on_source_change` to `services.sources.change_listeners` and starts the
-watch from a startup hook. Writes made while applying a watched object are not written back."""
+which appends `SourceMirror.on_source_change` to `services.sources.change_listeners`, marks the
+replica's notifier as one that leaves Secret-sourced channels to the operator, and starts the watch
+from a startup hook. Writes made while applying a watched object are not written back."""
 
 from __future__ import annotations
 
@@ -32,13 +44,17 @@ import json
 import logging
 import os
 import re
+import secrets
 import threading
+from datetime import datetime, timezone
 from typing import Any
 
 from anysentry.operator.handlers_source import HASH, ISSUED, ISSUER, PREVIEW, SOURCE_ID, source_id_of, upsert_source
 from anysentry.operator.kube import Kube, KubeError
-from anysentry.operator.mirror_routes import RouteMirror
+from anysentry.operator.mirror_routes import RouteMirror, receiver_channel
 from anysentry.operator.status import from_ms, rfc3339
+from anysentry.ops.maintenance import LABELS_ANNOTATION
+from anysentry.ops.objectives import DISPLAY_NAME, ID_ANNOTATIONS, resource_id, resource_record_id
 from anysentry.ops.standalone import resource_source_id
 from anysentry.resources.models import API_VERSION, GROUP, VERSION
 
@@ -48,6 +64,10 @@ FIELD_MANAGER = "anysentry-api"
 SOURCE_TYPES = ("observer", "forwarder", "webhook", "otel", "custom", "falco", "tetragon")
 WATCHED = {"Source": "sources", "Objective": "objectives", "MaintenanceWindow": "maintenancewindows",
            "NotificationRoute": "notificationroutes"}
+# kind → (id field, id prefix, the REST field that names it, the name when that is empty)
+RECORDS = {"Objective": ("objectiveId", "obj", "name", "objective"),
+           "MaintenanceWindow": ("windowId", "mw", "title", "maintenance")}
+_DNS = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,7 +171,7 @@ def write_source(kube, namespace: str, record: dict, *, token_issued: bool = Fal
 
 def write_objective(kube, namespace: str, record: dict) -> dict:
     """An objective record (SPEC §18) as an `Objective` resource."""
-    name = _name_for(kube, "Objective", namespace, record, "objectiveId", "obj")
+    name = _name_for(kube, "Objective", namespace, record)
     target = {"type": record.get("targetType") or "global"}
     if target["type"] != "global" and record.get("targetId"):
         target["id"] = record["targetId"]
@@ -163,21 +183,32 @@ def write_objective(kube, namespace: str, record: dict) -> dict:
     for key, limit in (("owner", 120), ("description", 1000)):
         if record.get(key):
             spec[key] = str(record[key])[:limit]
-    return _apply(kube, _custom("Objective", namespace, name, spec, record, "objectiveId", "obj"))
+    extra = {DISPLAY_NAME: record["name"]} if record.get("name") and record["name"] != name else {}
+    return _apply(kube, _custom("Objective", namespace, name, spec, record, extra))
+
+
+def _ms_time(value: Any) -> str | None:
+    """Epoch ms as RFC 3339 with milliseconds, so the window read back from the resource starts and
+    ends where the record does."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return None
+    moment = datetime.fromtimestamp(int(value) / 1000, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def write_window(kube, namespace: str, record: dict) -> dict:
     """A maintenance window record (SPEC §19) as a `MaintenanceWindow` resource."""
-    name = _name_for(kube, "MaintenanceWindow", namespace, record, "windowId", "mw")
+    name = _name_for(kube, "MaintenanceWindow", namespace, record)
     target = {"type": record.get("targetType") or "all"}
     if target["type"] != "all" and record.get("targetId"):
         target["id"] = record["targetId"]
-    spec: dict[str, Any] = {"target": target, "startAt": rfc3339(from_ms(record.get("startAt"))),
-                            "endAt": rfc3339(from_ms(record.get("endAt"))), "enabled": bool(record.get("enabled", True))}
+    spec: dict[str, Any] = {"target": target, "startAt": _ms_time(record.get("startAt")),
+                            "endAt": _ms_time(record.get("endAt")), "enabled": bool(record.get("enabled", True))}
     for key, limit in (("title", 200), ("reason", 500), ("owner", 120), ("note", 2000)):
         if record.get(key):
             spec[key] = str(record[key])[:limit]
-    return _apply(kube, _custom("MaintenanceWindow", namespace, name, spec, record, "windowId", "mw"))
+    extra = {LABELS_ANNOTATION: json.dumps(record["labels"], sort_keys=True)} if record.get("labels") else {}
+    return _apply(kube, _custom("MaintenanceWindow", namespace, name, spec, record, extra))
 
 
 def write_policy(kube, namespace: str, policy: dict, name: str = "default") -> dict:
@@ -217,24 +248,31 @@ def resource_rule_name(name: str) -> str:
     return name or "rule"
 
 
-def _name_for(kube, kind: str, namespace: str, record: dict, id_field: str, prefix: str) -> str:
+def _name_for(kube, kind: str, namespace: str, record: dict) -> str:
+    """The resource that holds `record`: the one its id names (claimed by `claim_id`, or kubectl's),
+    else one whose id annotation holds it (an older version's write), else a new name."""
+    id_field, prefix, text_field, fallback = RECORDS[kind]
     rid = record[id_field]
-    existing = _find_by_annotation(kube, kind, namespace, f"anysentry.io/{id_field.lower()}", rid)
+    implied = resource_id(prefix, namespace, "")
+    if rid.startswith(implied) and _DNS.fullmatch(rid[len(implied):]):
+        return rid[len(implied):]
+    existing = _find_by_annotation(kube, kind, namespace, ID_ANNOTATIONS[prefix], rid)
     if existing is not None:
         return existing["metadata"]["name"]
-    implied = f"{prefix}_{namespace}_"
-    if rid.startswith(implied) and re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", rid[len(implied):]):
-        return rid[len(implied):]
-    name = resource_name(record.get("name") or record.get("title") or "", rid)
+    name = resource_name(record.get(text_field) or "", fallback)
     if kube.get(kind, namespace, name) is not None:
         name = f"{name[:56]}-{_suffix(rid)}"
     return name
 
 
-def _custom(kind: str, namespace: str, name: str, spec: dict, record: dict, id_field: str, prefix: str) -> dict:
+def _custom(kind: str, namespace: str, name: str, spec: dict, record: dict, extra: dict[str, str]) -> dict:
+    id_field, prefix, _, _ = RECORDS[kind]
     meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER}}
-    if record[id_field] != f"{prefix}_{namespace}_{name}":
-        meta["annotations"] = {f"anysentry.io/{id_field.lower()}": record[id_field]}
+    annotations = dict(extra)
+    if record[id_field] != resource_id(prefix, namespace, name):
+        annotations[ID_ANNOTATIONS[prefix]] = record[id_field]
+    if annotations:
+        meta["annotations"] = annotations
     return {"apiVersion": API_VERSION, "kind": kind, "metadata": meta, "spec": spec}
 
 
@@ -266,6 +304,7 @@ class SourceMirror:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: set[asyncio.Task] = set()
         self.routes = RouteMirror(services, kube, namespace)
+        self._claimed: dict[str, set[str]] = {kind: set() for kind in RECORDS}  # names given out, not yet written
         self.applied = 0
         self.errors = 0
 
@@ -296,10 +335,41 @@ class SourceMirror:
             self.errors += 1
             log.warning("source %s not written as a Source resource: %s", record.get("sourceId"), exc)
 
+    async def claim_id(self, kind: str, body: dict, book) -> str:
+        """The id a REST create of an Objective / MaintenanceWindow records under: `resource_id` of a
+        resource name picked now from the body's name or title (free in the API server, in `book` and
+        among the names this replica gave out and has not written yet). A body naming a record the
+        book holds keeps it (create is idempotent there)."""
+        id_field, prefix, text_field, fallback = RECORDS[kind]
+        given = body.get(id_field)
+        if isinstance(given, str) and given.strip() and book.get(given.strip()[:160]) is not None:
+            return given.strip()[:160]
+        text = body.get(text_field) if isinstance(body.get(text_field), str) else ""
+        base = resource_name(text, fallback)
+        claimed = self._claimed[kind]
+        name = base
+        for _ in range(8):
+            try:
+                free = await asyncio.to_thread(self.kube.get, kind, self.namespace, name) is None
+            except Exception as exc:  # API server away: a name nobody holds, written when it is back
+                log.warning("%s name not checked with the API server: %s", kind, exc)
+                name, free = f"{base[:50]}-{secrets.token_hex(6)}", True
+            # checked after the wait: a concurrent create on this replica may have taken it meanwhile
+            if free and name not in claimed and book.get(resource_id(prefix, self.namespace, name)) is None:
+                claimed.add(name)
+                return resource_id(prefix, self.namespace, name)
+            name = f"{base[:56]}-{secrets.token_hex(3)}"
+        name = f"{base[:50]}-{secrets.token_hex(6)}"
+        claimed.add(name)
+        return resource_id(prefix, self.namespace, name)
+
     def publish(self, kind: str, record: dict) -> None:
         """REST-created objectives and maintenance windows become resources (written in the background)."""
         writer = {"Objective": write_objective, "MaintenanceWindow": write_window}[kind]
         snapshot = dict(record)
+        id_field, prefix, _, _ = RECORDS[kind]
+        implied = resource_id(prefix, self.namespace, "")
+        claimed = snapshot[id_field][len(implied):] if snapshot[id_field].startswith(implied) else ""
 
         def write() -> None:
             try:
@@ -311,6 +381,7 @@ class SourceMirror:
         task = asyncio.get_running_loop().create_task(asyncio.to_thread(write))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        task.add_done_callback(lambda _: self._claimed[kind].discard(claimed))  # the resource holds the name now
 
     async def write_policy(self, policy: dict) -> dict:
         """`PUT /config` in a cluster writes the Policy resource; the operator validates it and every
@@ -343,12 +414,7 @@ class SourceMirror:
                 if book is None:
                     return
                 if event_type == "DELETED":
-                    prefix = {"Objective": "obj", "MaintenanceWindow": "mw"}[kind]
-                    from anysentry.ops.objectives import resource_id
-
-                    meta = obj["metadata"]
-                    book.remove(((meta.get("annotations") or {}).get(f"anysentry.io/{'objectiveid' if kind == 'Objective' else 'windowid'}"))
-                                or resource_id(prefix, meta["namespace"], meta["name"]))
+                    book.remove(resource_record_id(RECORDS[kind][1], obj["metadata"]))
                 else:
                     book.apply_resource(KINDS[kind].model_validate(obj))
             self.applied += 1
@@ -415,6 +481,10 @@ def attach(services, namespace: str | None = None, kube=None) -> SourceMirror | 
     kube = kube or Kube.from_environment()
     mirror = SourceMirror(services, kube, namespace)
     services.sources.change_listeners.append(mirror.on_source_change)
+    notifier = getattr(getattr(services, "ops", None), "notifications", None)
+    if notifier is not None:  # receivers' URLs and keys live in Secrets: never stored, delivered by the operator
+        notifier.holds_secrets = False
+        notifier.secret_channel = lambda cid: receiver_channel(namespace, cid) is not None
 
     async def start(_services) -> None:
         await mirror.initial_sync()

@@ -4,12 +4,16 @@ A window targets everything, a workspace, an agent, a collector (id or node) or 
 active, alerts whose context it matches are suppressed (the alerts book asks `suppressing_window`
 before raising) and active ones are resolved with the exact note `suppressed by maintenance window`;
 coverage issues it matches are marked and leave scores and remediation. Events are still judged and
-incidents still update. When the window ends, alerts come back on their next signal."""
+incidents still update. When the window ends, alerts come back on their next signal.
+
+A `MaintenanceWindow` resource is the record `resource_record_id("mw", …)` (objectives.py); the
+labels of a REST window travel in its resource's `anysentry.io/labels` annotation (free-form values
+that Kubernetes labels could not hold)."""
 
 from __future__ import annotations
 
+import json
 import logging
-import re
 
 from anysentry.events.ids import hash_id
 from anysentry.events.redact import redact_text
@@ -28,6 +32,8 @@ ACTIVE_ALERT_STATUSES = ("open", "acknowledged", "silenced")
 DEFAULT_SPAN_MS = 3_600_000
 MIN_SPAN_MS = 60_000
 MAX_SUPPRESSED_KEYS = 500
+LABELS_ANNOTATION = "anysentry.io/labels"
+MIRROR_LABEL = ("app.kubernetes.io/managed-by", "anysentry-api")  # the api's mark on what it wrote, not a user label
 _HIDDEN = ("suppressedKeys",)
 
 
@@ -52,6 +58,18 @@ def clean_labels(value: object) -> dict | list:
     if isinstance(value, list):
         return [clean(v, 120) for v in value[:32] if clean(v, 120)]
     return {}
+
+
+def resource_labels(meta: dict) -> dict | list:
+    """A window resource's labels: the REST labels the api kept in its annotation, else the
+    resource's own labels (without the api's managed-by mark)."""
+    kept = (meta.get("annotations") or {}).get(LABELS_ANNOTATION)
+    if kept:
+        try:
+            return clean_labels(json.loads(kept))
+        except ValueError:
+            pass
+    return {k: v for k, v in (meta.get("labels") or {}).items() if (k, v) != MIRROR_LABEL}
 
 
 def agent_target_matches(target_id: str, workspace: str, agent: str) -> bool:
@@ -249,8 +267,10 @@ class MaintenanceBook(Book):
         body = {"title": spec.get("title") or meta.get("name", ""), "targetType": target.get("type", "all"),
                 "targetId": target.get("id", ""), "startAt": spec.get("startAt"), "endAt": spec.get("endAt"),
                 "reason": spec.get("reason", ""), "owner": spec.get("owner", ""), "note": spec.get("note", ""),
-                "enabled": spec.get("enabled", True), "labels": meta.get("labels") or {}}
-        window_id = "mw_" + re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{meta.get('namespace') or 'default'}_{meta.get('name', '')}")[:150]
+                "enabled": spec.get("enabled", True), "labels": resource_labels(meta)}
+        from anysentry.ops.objectives import resource_record_id  # objectives imports this module
+
+        window_id = resource_record_id("mw", meta)
         existing = self.records.get(window_id)
         if existing is not None:
             probe = dict(existing)

@@ -11,7 +11,16 @@ header `X-AnySentry-Signature: sha256=<hex HMAC-SHA256 of the exact body>`. Tran
 a final 5xx is an `error` delivery carrying the status. Any other answer (2xx-4xx) is `ok`, as the
 compatibility rule of §17 says; the HTTP status is kept on the delivery row as `httpStatus`.
 
-`webhookUrl` and `signingKey` are write-only: no read shape includes them (`endpointPreview` only)."""
+`webhookUrl` and `signingKey` are write-only: no read shape includes them (`endpointPreview` only).
+
+A channel whose URL and key come from Secrets (a `NotificationRoute` receiver: `secret_ref=`, or an
+id `secret_channel` names) is stored without them (`stored_channel`: `source: "secret"`, `secretRef`,
+`endpointPreview`, `signingKeyConfigured`); a refresh keeps the values this process read. Only a
+process holding them delivers there: the operator, which reads every route's Secrets when it starts
+(a delivery waits for that, at most `secret_wait_secs`). A cluster's api replica
+(`holds_secrets = False`) hands its deliveries to such channels (a resolve it serves, ...) over as a
+`queued` delivery row with the alert snapshot; the operator's cycle `take_over`s the rows it merges
+and writes the outcome under the same `deliveryId`. Queued rows are not listed."""
 
 from __future__ import annotations
 
@@ -22,6 +31,7 @@ import logging
 import os
 import time
 from collections import deque
+from typing import Callable
 from urllib.parse import urlsplit
 
 import orjson
@@ -43,6 +53,10 @@ ACTIONS = ("opened", "reopened", "resolved")
 MAX_DELIVERIES = 1000
 MAX_QUEUED_PER_CHANNEL = 2000
 SECRET_FIELDS = ("webhookUrl", "signingKey")
+SECRET_SOURCE = "secret"  # `source` of a channel whose URL and key live in a Kubernetes Secret
+STORED_ONLY = ("endpointPreview", "signingKeyConfigured")  # what the store keeps of a Secret's values
+SECRET_WAIT_SECS = 30.0
+QUEUED = "queued"  # a delivery an api replica handed to the operator, not sent yet
 SCOPE_FIELDS = ("workspacePath", "agentId", "collectorId", "sourceId", "owner", "team")
 LINK_LABELS = ("taskId", "objectiveId", "issueId")
 
@@ -81,6 +95,32 @@ def endpoint_preview(url: str) -> str:
     return preview
 
 
+def from_secret(record: dict | None) -> bool:
+    return bool(record) and record.get("source") == SECRET_SOURCE  # type: ignore[union-attr]
+
+
+def stored_channel(record: dict) -> dict:
+    """A channel as the store keeps it: a Secret-sourced one without its URL and key (their preview
+    and whether a key is set stand in); any other as it is."""
+    if not from_secret(record):
+        return record
+    out = {k: v for k, v in record.items() if k not in SECRET_FIELDS}
+    if "webhookUrl" in record:
+        out["endpointPreview"] = endpoint_preview(record["webhookUrl"])
+        out["signingKeyConfigured"] = bool(record.get("signingKey"))
+    return out
+
+
+def _secret_ref(value: dict) -> dict:
+    """{field: {name, key}} of the Secrets holding a channel's values: names only, never values."""
+    out = {}
+    for field_ in SECRET_FIELDS:
+        ref = value.get(field_)
+        if isinstance(ref, dict) and ref.get("name"):
+            out[field_] = {"name": _text(ref.get("name"), 253), "key": _text(ref.get("key"), 253)}
+    return out
+
+
 def sign(key: str, body: bytes) -> str:
     return "sha256=" + hmac.new(key.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
@@ -100,6 +140,24 @@ def _str_list(value: object, limit: int = 64, item_limit: int = 160) -> list[str
 class ChannelBook(Book):
     table_name = "notification_channels"
     id_field = "channelId"
+
+    def drain(self) -> tuple[dict[str, dict], list[str]]:
+        changed, deleted = super().drain()
+        return {key: stored_channel(record) for key, record in changed.items()}, deleted
+
+    def merge(self, rows) -> int:
+        """A Secret-sourced channel from the store has no values: keep those this process read, as
+        long as the record still names the same Secrets."""
+        def kept(key: str, deleted: bool, body: dict) -> tuple[str, bool, dict]:
+            current = self.records.get(key)
+            if deleted or not from_secret(body) or not from_secret(current) or "webhookUrl" not in current \
+                    or current.get("secretRef") != body.get("secretRef"):  # type: ignore[union-attr]
+                return key, deleted, body
+            held = {k: v for k, v in body.items() if k not in STORED_ONLY}
+            held.update({k: current.get(k, "") for k in SECRET_FIELDS})  # type: ignore[union-attr]
+            return key, deleted, held
+
+        return super().merge([kept(*row) for row in rows])
 
 
 class RouteBook(Book):
@@ -130,6 +188,10 @@ class Notifier:
         self._queues: dict[str, deque] = {}
         self._workers: dict[str, asyncio.Task] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop workers run on
+        self.holds_secrets = True  # delivers to Secret-sourced channels (operator, serve), not a cluster's api replica
+        self.secret_channel: Callable[[str], bool] | None = None  # ids whose values come from Secrets, whatever the body
+        self.secret_wait_secs = SECRET_WAIT_SECS
+        self._taken: dict[str, None] = {}  # queued deliveries this process took over (insertion-ordered, capped)
 
     # ---- channels ----------------------------------------------------------------------------
     def env_channel(self) -> dict | None:
@@ -152,14 +214,22 @@ class Notifier:
     @staticmethod
     def channel_item(record: dict) -> dict:
         out = {k: v for k, v in record.items() if k not in SECRET_FIELDS and not k.startswith("_") and v is not None}
-        out["endpointPreview"] = endpoint_preview(record.get("webhookUrl", ""))
-        out["signingKeyConfigured"] = bool(record.get("signingKey"))
+        if "webhookUrl" in record or not from_secret(record):  # else: the preview the store kept
+            out["endpointPreview"] = endpoint_preview(record.get("webhookUrl", ""))
+            out["signingKeyConfigured"] = bool(record.get("signingKey"))
         for key in ("createdAt", "updatedAt", "lastSentAt"):
             if out.get(key):
                 out[key] = display_time(out[key])
         return out
 
-    def _apply_channel(self, record: dict, body: dict) -> None:
+    def _apply_channel(self, record: dict, body: dict, secret_ref: dict | None = None) -> None:
+        if secret_ref is not None or (self.secret_channel is not None and self.secret_channel(record["channelId"])):
+            record["source"] = SECRET_SOURCE
+        if secret_ref is not None:
+            record["secretRef"] = _secret_ref(secret_ref)
+        if from_secret(record) and "webhookUrl" in body:
+            for key in STORED_ONLY:
+                record.pop(key, None)
         if "name" in body:
             record["name"] = _text(body["name"], 160) or record.get("name") or record["channelId"]
         if isinstance(body.get("enabled"), bool):
@@ -174,21 +244,23 @@ class Notifier:
             record["labels"] = sanitize_attributes(body["labels"], max_keys=80, max_value=500)
 
     def create_channel(self, body: dict, *, actor: dict | None = None, now: int | None = None,
-                       audited: bool = True) -> dict:
-        """`audited=False`: a replica taking in a change already audited where it was made."""
+                       audited: bool = True, secret_ref: dict | None = None) -> dict:
+        """`audited=False`: a replica taking in a change already audited where it was made.
+        `secret_ref`: the body's URL and key were read from these Secrets (kept in memory only)."""
         at = now or now_ms()
         channel_id = _text(body.get("channelId"), 160)
         if channel_id == ENV_CHANNEL_ID:
             raise NotificationError(f"channel {ENV_CHANNEL_ID} is read-only (set by ANYSENTRY_ALERT_WEBHOOK_URL)")
         if channel_id and channel_id in self.channels.records:
-            return self.update_channel(channel_id, body, actor=actor, now=at, audited=audited)  # type: ignore[return-value]
+            return self.update_channel(channel_id, body, actor=actor, now=at, audited=audited,  # type: ignore[return-value]
+                                       secret_ref=secret_ref)
         name = _text(body.get("name"), 160)
         url = _text(body.get("webhookUrl"), 2048)
         channel_id = channel_id or hash_id("chn", [at, name, url])
         record = {"channelId": channel_id, "name": name or channel_id, "type": "webhook", "enabled": True,
                   "webhookUrl": "", "description": "", "labels": {}, "createdAt": at, "updatedAt": at,
                   "_order": _next_order()}
-        self._apply_channel(record, body)
+        self._apply_channel(record, body, secret_ref)
         self.channels.put(record)
         if audited:
             self._audit_change("notification.channel.updated", channel_id, f"notification channel {record['name']} created",
@@ -197,13 +269,13 @@ class Notifier:
         return record
 
     def update_channel(self, channel_id: str, body: dict, *, actor: dict | None = None, now: int | None = None,
-                       audited: bool = True) -> dict | None:
+                       audited: bool = True, secret_ref: dict | None = None) -> dict | None:
         if channel_id == ENV_CHANNEL_ID:
             raise NotificationError(f"channel {ENV_CHANNEL_ID} is read-only (set by ANYSENTRY_ALERT_WEBHOOK_URL)")
         record = self.channels.get(channel_id)
         if record is None:
             return None
-        self._apply_channel(record, body)
+        self._apply_channel(record, body, secret_ref)
         record["updatedAt"] = now or now_ms()
         self.channels.touch(record)
         if audited:
@@ -212,6 +284,17 @@ class Notifier:
                                        "endpointPreview": endpoint_preview(record["webhookUrl"]),
                                        "changed": sorted(k for k in body if k in record or k in SECRET_FIELDS)})
         return record
+
+    async def _secret_values(self, channel_id: str) -> dict | None:
+        """The channel once this process holds its values: one loaded from the store without them
+        waits (at most `secret_wait_secs`) for the operator to read its Secret again."""
+        deadline = time.monotonic() + self.secret_wait_secs
+        channel = self.channel(channel_id)
+        while from_secret(channel) and "webhookUrl" not in channel \
+                and time.monotonic() < deadline:  # type: ignore[operator]
+            await asyncio.sleep(0.2)
+            channel = self.channel(channel_id)
+        return channel
 
     # ---- routes ------------------------------------------------------------------------------
     def _apply_route(self, record: dict, body: dict) -> None:
@@ -338,6 +421,11 @@ class Notifier:
         count = 0
         for channel_id, route in self.targets(alert):
             route_ref = {"routeId": route["routeId"], "routeName": route.get("name", "")} if route else None
+            if not self.holds_secrets and from_secret(self.channel(channel_id)):  # a Secret this process cannot read
+                self._record(snapshot, channel_id, self.channel(channel_id) or {}, route_ref, action, QUEUED, now_ms(),
+                             0, None, None, 0)
+                count += 1
+                continue
             queue = self._queues.setdefault(channel_id, deque())
             if len(queue) >= MAX_QUEUED_PER_CHANNEL:
                 channel = self.channel(channel_id) or {}
@@ -348,6 +436,21 @@ class Notifier:
             count += 1
             self._ensure_worker(channel_id)
         return count
+
+    def take_over(self, entry: dict) -> bool:
+        """Deliver a `queued` row an api replica handed over (the outcome replaces it); False when
+        this process does not deliver to Secret-sourced channels or has taken it already."""
+        handoff = entry.get("_handoff") or {}
+        if not self.holds_secrets or entry.get("status") != QUEUED or not handoff.get("alert") \
+                or entry["deliveryId"] in self._taken:
+            return False
+        self._taken[entry["deliveryId"]] = None
+        while len(self._taken) > 4 * MAX_DELIVERIES:
+            del self._taken[next(iter(self._taken))]
+        self._queues.setdefault(entry["channelId"], deque()).append(
+            (handoff["alert"], entry["channelId"], handoff.get("route"), entry.get("action"), entry["deliveryId"]))
+        self._ensure_worker(entry["channelId"])
+        return True
 
     def _ensure_worker(self, channel_id: str) -> None:
         try:
@@ -428,15 +531,22 @@ class Notifier:
         return orjson.dumps({"schemaVersion": SCHEMA, "action": action, "sentAt": iso_time(sent_at), "route": route,
                              "alert": snapshot})
 
-    async def _deliver(self, session, snapshot: dict, channel_id: str, route_ref: dict | None, action: str) -> None:
-        channel = self.channel(channel_id)
-        if channel is None:
-            return  # the channel went away while this delivery waited
+    async def _deliver(self, session, snapshot: dict, channel_id: str, route_ref: dict | None, action: str,
+                       delivery_id: str | None = None) -> None:
+        channel = await self._secret_values(channel_id)
+        if channel is None and delivery_id:  # handed over, and the channel is gone since: the row says so
+            self._record(snapshot, channel_id, {}, route_ref, action, "not_sent", now_ms(), 0, "channel removed",
+                         None, 0, delivery_id)
+            return
+        if channel is None or (from_secret(channel) and not self.holds_secrets):
+            return  # the channel went away while this delivery waited, or is the operator's to deliver
         sent_at = now_ms()
         url = channel.get("webhookUrl") or ""
         if not channel.get("enabled", True) or not url:
-            reason = "channel disabled" if not channel.get("enabled", True) else "channel has no webhook URL"
-            self._record(snapshot, channel_id, channel, route_ref, action, "not_sent", sent_at, 0, reason, None, 0)
+            reason = ("channel disabled" if not channel.get("enabled", True) else "channel has no webhook URL"
+                      if "webhookUrl" in channel else "webhook URL not read from its Secret yet")
+            self._record(snapshot, channel_id, channel, route_ref, action, "not_sent", sent_at, 0, reason, None, 0,
+                         delivery_id)
             return
         body = self._payload(snapshot, channel_id, channel, route_ref, action, sent_at)
         headers = {"Content-Type": "application/json", "User-Agent": "anysentry-notifier/1",
@@ -469,7 +579,7 @@ class Notifier:
             log.error("webhook delivery to %s (%s) failed after %d attempts: %s",
                       channel_id, endpoint_preview(url), attempts, error)
         self._record(snapshot, channel_id, channel, route_ref, action, status, sent_at, duration, error, http_status,
-                     attempts)
+                     attempts, delivery_id)
 
     def _transport_error(self, exc: BaseException, url: str) -> str:
         if isinstance(exc, asyncio.TimeoutError):
@@ -483,23 +593,29 @@ class Notifier:
         return redact_text(f"{type(exc).__name__}: {message}")[:300]
 
     def _record(self, alert: dict, channel_id: str, channel: dict, route_ref: dict | None, action: str, status: str,
-                sent_at: int, duration: float, error: str | None, http_status: int | None, attempts: int) -> dict:
+                sent_at: int, duration: float, error: str | None, http_status: int | None, attempts: int,
+                delivery_id: str | None = None) -> dict:
         route_id = (route_ref or {}).get("routeId")
         labels = alert.get("labels") or {}
         entry = {
-            "deliveryId": hash_id("ndl", [alert.get("alertId"), channel_id, route_id, action, sent_at, status]),
+            "deliveryId": delivery_id or hash_id("ndl", [alert.get("alertId"), channel_id, route_id, action, sent_at,
+                                                         status]),
             "alertId": alert.get("alertId"), "alertRuleId": alert.get("ruleId"), "alertKind": alert.get("kind"),
             "alertSeverity": alert.get("severity"), "alertTitle": alert.get("title"),
             "channelId": channel_id, "channelName": channel.get("name", channel_id),
             "routeId": route_id, "routeName": (route_ref or {}).get("routeName"),
             "action": action, "status": status, "sentAt": sent_at, "durationMs": duration, "error": error,
             "httpStatus": http_status, "attempts": attempts,
-            "endpointPreview": endpoint_preview(channel.get("webhookUrl", "")),
+            "endpointPreview": endpoint_preview(channel.get("webhookUrl", "")) or channel.get("endpointPreview", ""),
             **{k: alert.get(k) or "" for k in ("workspacePath", "agentId", "collectorId", "sourceId", "incidentId", "eventId")},
             **{k: str(labels.get(k) or alert.get(k) or "") for k in LINK_LABELS},
             "owner": alert.get("owner") or "", "team": alert.get("team") or "",
             "updatedAt": sent_at,
         }
+        if status == QUEUED:
+            entry["_handoff"] = {"alert": alert, "route": route_ref}  # what the operator needs to send it
+            self.deliveries.put(entry)
+            return entry
         self.deliveries.put(entry)
         state = {"lastSentAt": sent_at, "lastStatus": status}
         if status == "ok":
@@ -531,12 +647,13 @@ class Notifier:
     # ---- reads -------------------------------------------------------------------------------
     @staticmethod
     def delivery_item(entry: dict) -> dict:
-        out = {k: v for k, v in entry.items() if v is not None and k != "updatedAt"}
+        out = {k: v for k, v in entry.items() if v is not None and k != "updatedAt" and not k.startswith("_")}
         out["sentAt"] = display_time(entry.get("sentAt"))
         return out
 
     def webhook_configured(self) -> bool:
-        return bool(self.env_url) or any(c.get("enabled", True) and c.get("webhookUrl") for c in self.channels.values())
+        return bool(self.env_url) or any(c.get("enabled", True) and (c.get("webhookUrl") or c.get("endpointPreview"))
+                                         for c in self.channels.values())
 
     def config(self, query: dict, limit: int = 80) -> dict:
         """`GET /notifications/config` (§17): channels, routes and deliveries narrowed by selectors."""
@@ -556,7 +673,8 @@ class Notifier:
         for key in SCOPE_FIELDS:
             if q.get(key):
                 routes = [r for r in routes if r.get(key) == q[key]]
-        deliveries = sorted(self.deliveries.values(), key=lambda d: (d.get("sentAt") or 0, d["deliveryId"]), reverse=True)
+        every = [d for d in self.deliveries.values() if d.get("status") != QUEUED]
+        deliveries = sorted(every, key=lambda d: (d.get("sentAt") or 0, d["deliveryId"]), reverse=True)
         exact = ("channelId", "routeId", "deliveryId", "alertId", "incidentId", "eventId", "taskId", "objectiveId",
                  "issueId") + SCOPE_FIELDS
         for key in exact:
@@ -567,7 +685,6 @@ class Notifier:
         if q.get("minSeverity") in SEVERITIES:
             floor = severity_rank(q["minSeverity"])
             deliveries = [d for d in deliveries if severity_rank(d.get("alertSeverity") or "info") >= floor]
-        every = self.deliveries.values()
         summary = {
             "totalChannels": len(self.all_channels()),
             "enabledChannels": sum(1 for c in self.all_channels() if c.get("enabled", True)),

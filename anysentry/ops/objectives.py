@@ -1,7 +1,11 @@
 """Objectives (SPEC §18): targets an operator sets on measured figures, and breach alerts for them.
 
 Every list, create, update and the `objectives.evaluate` timer evaluates all objectives; a breach
-raises the `objective.breach` alert (no occurrence increments) and a return to `ok` resolves it."""
+raises the `objective.breach` alert (no occurrence increments) and a return to `ok` resolves it.
+
+An `Objective` resource (and a `MaintenanceWindow`) is one record whose id `resource_record_id`
+derives from the resource, the one rule the operator, the api replicas' mirror and a REST create in
+a cluster share, so every process holds it once."""
 
 from __future__ import annotations
 
@@ -47,6 +51,22 @@ _NOUNS = {
 def resource_id(prefix: str, namespace: str, name: str) -> str:
     """The id of a custom resource's record: readable, stable, the same under kubectl and REST."""
     return f"{prefix}_" + re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{namespace}_{name}")[:150]
+
+
+# annotations the api's mirror writes on the Objective / MaintenanceWindow resources it creates
+ID_ANNOTATIONS = {"obj": "anysentry.io/objectiveid", "mw": "anysentry.io/windowid"}
+DISPLAY_NAME = "anysentry.io/display-name"  # a REST objective's name (the CRD has no name field)
+
+
+def resource_record_id(prefix: str, meta: dict) -> str:
+    """The record id of the resource with metadata `meta` (`prefix` obj or mw): the id in its
+    `ID_ANNOTATIONS` annotation, which older api versions wrote when a REST record got a generated id
+    before its resource existed (clients and alert labels still know it), else `resource_id`. A REST
+    create in a cluster takes `resource_id` from the start and writes no annotation."""
+    legacy = str(((meta.get("annotations") or {}).get(ID_ANNOTATIONS.get(prefix, "")) or "")).strip()
+    if re.fullmatch(rf"{prefix}_[A-Za-z0-9_.-]{{1,156}}", legacy):
+        return legacy
+    return resource_id(prefix, meta.get("namespace") or "default", meta.get("name", ""))
 
 
 def default_comparator(metric: str) -> str:
@@ -170,12 +190,13 @@ class ObjectivesBook(Book):
         manifest = resource.to_k8s()
         meta, spec = manifest.get("metadata", {}), manifest.get("spec", {})
         target = spec.get("target") or {}
-        body = {"name": meta.get("name", ""), "metric": spec.get("metric"), "targetType": target.get("type", "global"),
+        name = clean((meta.get("annotations") or {}).get(DISPLAY_NAME), 200) or meta.get("name", "")
+        body = {"name": name, "metric": spec.get("metric"), "targetType": target.get("type", "global"),
                 "targetId": target.get("id", ""), "severity": spec.get("severity", "high"),
                 "owner": spec.get("owner", ""), "description": spec.get("description", ""),
                 "enabled": spec.get("enabled", True), "comparator": spec.get("comparator") or "",
                 "threshold": spec.get("threshold")}
-        objective_id = resource_id("obj", meta.get("namespace") or "default", meta.get("name", ""))
+        objective_id = resource_record_id("obj", meta)
         existing = self.records.get(objective_id)
         if existing is not None:
             probe = dict(existing)
