@@ -20,11 +20,8 @@ pytestmark = pytest.mark.k8s
 
 
 @pytest.fixture
-def ns(k8s):
-    name = f'secrets-{uuid.uuid4().hex[:8]}'
-    k8s.kubectl('create', 'namespace', name, check=True)
-    yield name
-    k8s.kubectl('delete', 'namespace', name, '--wait=false')
+def ns(k8s_namespace):
+    return k8s_namespace
 
 
 @pytest.fixture

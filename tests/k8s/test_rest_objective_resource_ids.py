@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 import pytest
 
@@ -16,11 +15,8 @@ pytestmark = pytest.mark.k8s
 
 
 @pytest.fixture
-def ns(k8s):
-    name = f'objids-{uuid.uuid4().hex[:8]}'
-    k8s.kubectl('create', 'namespace', name, check=True)
-    yield name
-    k8s.kubectl('delete', 'namespace', name, '--wait=false')
+def ns(k8s_namespace):
+    return k8s_namespace
 
 
 async def test_rest_objectives_and_windows_take_their_resource_ids(k8s, ns, store_settings, tmp_path):
