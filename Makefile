@@ -44,4 +44,4 @@ k8s:
 	bash tools/k8s/build-control-plane.sh
 
 clean:
-	rm -rf $(VENV) .anysentry
+	rm -rf $(VENV) .anysentry build anysentry/events/*.so anysentry/events/_normaliser.json

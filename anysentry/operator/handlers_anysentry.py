@@ -7,7 +7,11 @@
   every few cycles re-applies the children, so a deleted or edited child converges back;
 - status: conditions StorageReady, ApiAvailable, CollectorAvailable and Ready (True only when all
   three are), endpoints, Pods desired/ready, and a capped summary of open incidents and active
-  alerts (counts and the most severe few)."""
+  alerts (counts and the most severe few);
+- the api's Pod-reading RBAC outside the namespace (`render.identity_rbac`: Roles in other namespaces,
+  or a ClusterRole) cannot be owned by the AnySentry, so it is found by its labels: what the spec no
+  longer asks for is deleted on every reconcile, and all of it when the AnySentry is deleted (the
+  daemon's finalizer already holds the deletion until the operator has seen it)."""
 
 from __future__ import annotations
 
@@ -20,11 +24,14 @@ from datetime import datetime
 import kopf
 
 from anysentry.operator import events
-from anysentry.operator.kube import plain
+from anysentry.operator.kube import KubeError, plain
 from anysentry.operator.loops import Installation, Runtime, configure_store, register_publisher, run_installation, runtime
 from anysentry.operator.render import (
+    IDENTITY_KINDS,
     clickhouse_credentials_secret,
     endpoints,
+    identity_labels,
+    identity_selector,
     names,
     owner_reference,
     render,
@@ -60,15 +67,68 @@ async def apply_installation(kube, resource: AnySentry, rt: Runtime) -> list[str
         secret_name = names(meta.name)["clickhouse-credentials"]
         if await kube.get("Secret", meta.namespace, secret_name) is None:
             await kube.create(clickhouse_credentials_secret(resource, owner, secrets.token_urlsafe(24)), meta.namespace)
-    applied = []
+    applied, elsewhere = [], []
     for manifest in rendered.manifests:
+        if manifest["metadata"].get("namespace") != meta.namespace:
+            elsewhere.append(manifest)
+            continue
         await kube.apply(manifest)
         applied.append(f"{manifest['kind']}/{manifest['metadata']['name']}")
     for kind, name in rendered.absent:
         child = await kube.get(kind, meta.namespace, name)
         if child and any(ref.get("uid") == meta.uid for ref in (child.get("metadata") or {}).get("ownerReferences") or []):
             await kube.delete(kind, meta.namespace, name)
+    applied += await apply_identity_rbac(kube, resource, elsewhere)
     return applied
+
+
+async def apply_identity_rbac(kube, resource: AnySentry, manifests: list[dict]) -> list[str]:
+    """Apply the pod-reading RBAC outside the namespace and delete the labelled pieces the spec no
+    longer asks for. A refusal (the operator may not grant it, a namespace being deleted) becomes a
+    Warning Event on the AnySentry and is tried again on the next reconcile; the rest of the
+    installation is in place by then."""
+    applied, failed = [], []
+    for manifest in manifests:
+        meta = manifest["metadata"]
+        try:
+            await kube.apply(manifest)
+            applied.append(f"{manifest['kind']}/{meta.get('namespace') + '/' if meta.get('namespace') else ''}{meta['name']}")
+        except KubeError as exc:
+            failed.append(f"{manifest['kind']} {meta['name']} in {meta.get('namespace') or 'the cluster'}: {exc}")
+    wanted = {(m["kind"], m["metadata"].get("namespace") or "", m["metadata"]["name"]) for m in manifests}
+    removed = await remove_identity_rbac(kube, resource, keep=wanted, failed=failed)
+    if failed:
+        log.warning("pod identity RBAC of %s/%s: %s", resource.metadata.namespace, resource.name, "; ".join(failed))
+        await events.aemit(kube, resource.to_k8s(), "IdentityAccessFailed",
+                           "could not give the api read access to Pods: " + "; ".join(failed)[:900], events.WARNING)
+    return applied + [f"-{item}" for item in removed]
+
+
+async def remove_identity_rbac(kube, resource: AnySentry, *, keep: set = frozenset(), failed: list | None = None) -> list[str]:
+    """Delete the installation's labelled pod-reading RBAC (all of it, or what is not in `keep`). A
+    kind the operator may not list (e.g. ClusterRoles, rbac.clusterWidePodIdentity=false) is one it
+    could not have made either: skipped, so it never holds up a reconcile or a deletion."""
+    own, removed = identity_labels(resource), []
+    for kind in IDENTITY_KINDS:
+        try:
+            found = await kube.list(kind, None, label_selector=identity_selector(resource))
+        except KubeError as exc:
+            if exc.status != 403 and failed is not None:
+                failed.append(f"listing {kind}: {exc}")
+            continue
+        for obj in found:
+            meta = obj.get("metadata") or {}
+            ns, name = meta.get("namespace") or "", meta.get("name", "")
+            labelled = all((meta.get("labels") or {}).get(k) == v for k, v in own.items())
+            if not labelled or (kind, ns, name) in keep:
+                continue  # another installation's, or still wanted
+            try:
+                await kube.delete(kind, ns or None, name)
+                removed.append(f"{kind}/{ns + '/' if ns else ''}{name}")
+            except KubeError as exc:
+                if failed is not None:
+                    failed.append(f"deleting {kind} {name}: {exc}")
+    return removed
 
 
 async def store_settings_for(kube, resource: AnySentry):
@@ -237,6 +297,16 @@ async def publish_installations(rt: Runtime, inst: Installation) -> None:
 async def installation_changed(body, **_):
     rt = runtime()
     await reconcile_installation(rt.kube, rt, plain(body))
+
+
+@kopf.on.delete(GROUP, VERSION, "anysentries", retries=6)
+async def installation_deleted(body, **_):
+    """What garbage collection cannot reach: the api's pod-reading RBAC outside the namespace (tried
+    for about a minute, then logged and left, so a refusal never keeps the AnySentry from going)."""
+    failed: list[str] = []
+    await remove_identity_rbac(runtime().kube, AnySentry.model_validate(plain(body)), failed=failed)
+    if failed:
+        raise kopf.TemporaryError("; ".join(failed)[:900], delay=10)
 
 
 @kopf.daemon(GROUP, VERSION, "anysentries", cancellation_timeout=10, initial_delay=1)

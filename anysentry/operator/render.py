@@ -8,6 +8,11 @@ applies the result with server-side apply, so an unchanged spec changes nothing.
 Children of AnySentry `<n>` in its namespace:
 - ServiceAccount `<n>-api` + Role + RoleBinding: get/list/watch/create/patch on the anysentry.io
   resources (REST management mirrors them) and get on the policy ConfigMap; nothing else.
+- Read access to Pods for their identity (SPEC §7.6, `spec.identity.namespaces`): in the api Role
+  when its own namespace is watched, a Role + RoleBinding `anysentry:<ns>:<n>-api:pods` in each
+  other listed namespace, or a ClusterRole + ClusterRoleBinding of that name for `*`. These cannot be
+  owned by the AnySentry (an owner reference never crosses namespaces), so they carry its labels
+  (`identity_selector`) and `handlers_anysentry` deletes them when the list changes or it goes.
 - ConfigMap `<n>-config`: the api's environment (SPEC §31); its hash rolls the Pods on change.
 - Deployment + Service `<n>-api`: `anysentry api`, readiness `/readyz`, liveness `/healthz`, the
   durable buffer (WAL) on an emptyDir at /var/lib/anysentry (it survives container restarts, DESIGN
@@ -50,6 +55,9 @@ DEFAULT_UI_RESOURCES = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits":
 DEFAULT_CLICKHOUSE_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
 COLLECTOR_CAPABILITIES = ("SYS_PTRACE", "DAC_READ_SEARCH")  # read every process's /proc entries; nothing more
 NON_ROOT_UID = 10001
+IDENTITY_COMPONENT = "pod-identity"
+INSTALLATION_NAMESPACE_LABEL = "anysentry.io/installation-namespace"
+IDENTITY_KINDS = ("RoleBinding", "Role", "ClusterRoleBinding", "ClusterRole")  # bindings go first
 
 
 def default_image() -> str:
@@ -187,8 +195,13 @@ def endpoints(resource: AnySentry) -> dict[str, str]:
     api = f"http://{n['api']}.{ns}.svc:{API_PORT}/security-center"
     out = {"api": api, "ingest": f"{api}/ingest"}
     if resource.spec.ui.enabled:
-        out["ui"] = f"http://{n['ui']}.{ns}.svc:{UI_PORT}/"
+        out["ui"] = f"http://{n['ui']}.{ns}.svc:{UI_PORT}{ui_base_path(resource)}/"
     return out
+
+
+def ui_base_path(resource: AnySentry) -> str:
+    """The UI's public base path without its trailing slash ("" at the root), SPEC §3.1."""
+    return resource.spec.ui.publicBasePath.rstrip("/")
 
 
 def api_environment(resource: AnySentry) -> dict[str, str]:
@@ -204,8 +217,8 @@ def api_environment(resource: AnySentry) -> dict[str, str]:
         "ANYSENTRY_KUBE_NAMESPACE": ns,
         "ANYSENTRY_POLICY_CONFIGMAP": POLICY_CONFIGMAP,
         "ANYSENTRY_CLUSTER_ID": os.environ.get("ANYSENTRY_CLUSTER_ID", "default-cluster"),
-        # pod identity at ingest (SPEC §7.6) in the installation's namespace, where its Role lets it read pods
-        "ANYSENTRY_IDENTITY_NAMESPACES": ns,
+        # pod identity at ingest (SPEC §7.6): exactly the namespaces where its RBAC lets it read Pods
+        "ANYSENTRY_IDENTITY_NAMESPACES": ",".join(identity_namespaces(resource) or ("*",)),
         "ANYSENTRY_JUDGE_FAIL_CLOSED": "true" if spec.judge.failClosed else "false",
         "TMPDIR": "/tmp",
     }
@@ -267,6 +280,7 @@ def render(resource: AnySentry, options: RenderOptions | None = None) -> Rendere
         manifests.append(clickhouse_statefulset(resource, owner, options))
     else:
         absent += [("StatefulSet", n["clickhouse"]), ("Service", n["clickhouse"])]
+    manifests += identity_rbac(resource)  # last: outside the namespace, applied after everything else
     return Rendered(manifests, absent)
 
 
@@ -282,10 +296,12 @@ def api_rbac(resource: AnySentry, owner: dict | None) -> list[dict]:
     (never their status; delete and update only on notificationroutes, which REST replaces and
     deletes) and the policy ConfigMap it follows. Secrets: `create` only, for the receivers' webhook
     URLs of REST-written routes (content-named, never read or changed; the operator removes unused
-    ones). Pods: read, for the pod identity of events (§7.6) in this namespace. The admin token,
-    ClickHouse credentials and model keys reach it as environment."""
+    ones). Pods: read, for the pod identity of events (§7.6), when this namespace is one it watches
+    (`identity_rbac` covers the others). The admin token, ClickHouse credentials and model keys reach
+    it as environment."""
     meta, n = resource.metadata, names(resource.name)
     name, ns = n["api"], meta.namespace
+    watched = identity_namespaces(resource)
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
         "metadata": _meta(name, ns, meta.name, "api", owner),
@@ -296,7 +312,7 @@ def api_rbac(resource: AnySentry, owner: dict | None) -> list[dict]:
              "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
             {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [POLICY_CONFIGMAP], "verbs": ["get"]},
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+            *([_pod_reader()] if watched is not None and ns in watched else []),
         ],
     }
     binding = {
@@ -306,6 +322,43 @@ def api_rbac(resource: AnySentry, owner: dict | None) -> list[dict]:
         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}],
     }
     return [service_account(name, ns, meta.name, "api", owner, automount=True), role, binding]
+
+
+def identity_namespaces(resource: AnySentry) -> tuple[str, ...] | None:
+    """The namespaces whose Pods the api reads (SPEC §7.6); None for every namespace."""
+    return resource.spec.identity.effective(resource.metadata.namespace)
+
+
+def identity_labels(resource: AnySentry) -> dict[str, str]:
+    """What marks the pod-reading RBAC of an installation outside its namespace as its own."""
+    return labels(resource.name, IDENTITY_COMPONENT) | {INSTALLATION_NAMESPACE_LABEL: resource.metadata.namespace}
+
+
+def identity_selector(resource: AnySentry) -> str:
+    return ",".join(f"{key}={value}" for key, value in identity_labels(resource).items())
+
+
+def identity_rbac(resource: AnySentry) -> list[dict]:
+    """Read access to Pods for the api's ServiceAccount beyond its own namespace: a Role + RoleBinding
+    in each other listed namespace, or one ClusterRole + ClusterRoleBinding for `*`. No owner
+    reference (it cannot cross namespaces): labelled instead (`identity_selector`)."""
+    meta, api = resource.metadata, names(resource.name)["api"]
+    watched = identity_namespaces(resource)
+    name, rbac = f"anysentry:{meta.namespace}:{api}:pods", "rbac.authorization.k8s.io"
+    role, binding = ("ClusterRole", "ClusterRoleBinding") if watched is None else ("Role", "RoleBinding")
+    out: list[dict] = []
+    for ns in [None] if watched is None else [ns for ns in watched if ns != meta.namespace]:
+        where = {"name": name, **({"namespace": ns} if ns else {})}
+        out += [{"apiVersion": f"{rbac}/v1", "kind": role, "metadata": {**where, "labels": identity_labels(resource)},
+                 "rules": [_pod_reader()]},
+                {"apiVersion": f"{rbac}/v1", "kind": binding, "metadata": {**where, "labels": identity_labels(resource)},
+                 "roleRef": {"apiGroup": rbac, "kind": role, "name": name},
+                 "subjects": [{"kind": "ServiceAccount", "name": api, "namespace": meta.namespace}]}]
+    return out
+
+
+def _pod_reader() -> dict:
+    return {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
 
 
 def config_map(resource: AnySentry, owner: dict | None) -> dict:
@@ -476,6 +529,8 @@ def ui_deployment(resource: AnySentry, owner: dict | None, options: RenderOption
     tmp_volumes, tmp_mounts = _volumes_tmp(options)
     probe = {"tcpSocket": {"port": "http"}, "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 6}
     env = [{"name": "HOME", "value": "/tmp"}]
+    if ui_base_path(resource):  # behind an ingress at a sub-path: served (pages and assets) under it
+        env.append({"name": "PUBLIC_BASE_PATH", "value": ui_base_path(resource)})
     # the UI acts (acknowledge, resolve, simulate) through the API's management routes: same token
     admin_token = _secret_env("ANYSENTRY_ADMIN_TOKEN", spec.api.adminTokenSecretRef)
     if admin_token:

@@ -52,6 +52,8 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
 RULE_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._:/-]*[A-Za-z0-9])?$"
 HTTP_URL = r"^https?://[^\s/$.?#][^\s]*$"
+NAMESPACE_OR_ALL = r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$"
+PUBLIC_BASE_PATH = r"^(/|(/[A-Za-z0-9][A-Za-z0-9._~-]*)+/?)?$"
 CONDITION_TYPE = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
 CONDITION_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 QUANTITY = (r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
@@ -405,6 +407,26 @@ class UiSpec(_Model):
 
     enabled: bool = Field(True, description="Deploy the web UI.")
     replicas: int = Field(1, ge=1, le=10, description="Number of UI Pods.")
+    publicBasePath: str = Field("", max_length=200, pattern=PUBLIC_BASE_PATH,
+                                description="Path prefix the UI is served under when an ingress publishes it at a "
+                                            "sub-path, e.g. /anysentry/ (SPEC §3.1 PUBLIC_BASE_PATH); empty serves it at /.")
+
+
+class IdentitySpec(_Model):
+    """Pod identity of events (SPEC §7.6): whose Pods the api reads to name the workload behind an
+    event. Least privilege by default: only the installation's own namespace."""
+
+    namespaces: Annotated[list[Annotated[str, Field(max_length=63, pattern=NAMESPACE_OR_ALL)]], Field(max_length=100)] = Field(
+        default_factory=list, json_schema_extra=_set_list(),
+        description="Namespaces whose Pods give events their workload identity (the api gets read access to Pods "
+                    "there and nothing else); [\"*\"] for every namespace (a ClusterRole); empty: the "
+                    "installation's own namespace.")
+
+    def effective(self, own_namespace: str) -> tuple[str, ...] | None:
+        """The namespaces watched, in order and without repeats; None for every namespace."""
+        if "*" in self.namespaces:
+            return None
+        return tuple(dict.fromkeys(self.namespaces)) or (own_namespace,)
 
 
 class LlmSpec(_Model):
@@ -439,6 +461,7 @@ class AnySentrySpec(_Model):
     collector: CollectorSpec = Field(default_factory=CollectorSpec, description="The node collector DaemonSet.")
     ui: UiSpec = Field(default_factory=UiSpec, description="The web UI Deployment.")
     judge: JudgeSpec = Field(default_factory=JudgeSpec, description="L2/L3 judgment tiers and fail-closed behaviour.")
+    identity: IdentitySpec = Field(default_factory=IdentitySpec, description="Where the api looks up the Pods behind events (SPEC §7.6).")
     retentionDays: int = Field(90, ge=1, le=3650, description="Days events are kept in the store (ClickHouse TTL).")
 
 

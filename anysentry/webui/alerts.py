@@ -26,6 +26,7 @@ class AlertsPage(WorkListPage):
                       "silencedAlerts": "silenced", "resolvedAlerts": "resolved", "criticalAlerts": "critical"}
     actions = {"Acknowledge": "acknowledged", "Resolve": "resolved", "Silence": "silenced", "Reopen": "open"}
     limit = 500
+    note_hint = "reason (optional)"
 
     def extra_inputs(self) -> list:
         low, high, default = SILENCE_MINUTES

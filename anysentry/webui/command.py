@@ -21,6 +21,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--allow-websocket-origin", action="append", default=None, metavar="HOST[:PORT]",
                         help="host the dashboard may be opened from (repeatable; default "
                              "$ANYSENTRY_UI_ALLOWED_ORIGINS, comma-separated, else any)")
+    parser.add_argument("--public-base-path", default=os.environ.get("PUBLIC_BASE_PATH", ""), metavar="PATH",
+                        help="serve under this path prefix, e.g. /anysentry/ behind an ingress at that sub-path "
+                             "(default $PUBLIC_BASE_PATH, else /)")
     parser.add_argument("--refresh-secs", type=float, default=5.0, help="auto-refresh period in seconds (default 5)")
     parser.add_argument("--log-level", default="INFO")
 
@@ -28,12 +31,13 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     configure_logging(args.log_level)
     from anysentry.webui.client import normalize_api_url, read_admin_token
-    from anysentry.webui.server import UiSettings, origins_from_env, run_forever
+    from anysentry.webui.server import UiSettings, normalize_base_path, origins_from_env, run_forever
 
     try:
         api_url = normalize_api_url(args.api_url)
         token = read_admin_token(args.admin_token_file)
         port = args.port if args.port is not None else int(os.environ.get("ANYSENTRY_UI_PORT", "5006"))
+        base_path = normalize_base_path(args.public_base_path)
     except ValueError as exc:
         print(f"anysentry ui: {exc}", file=sys.stderr)
         return 2
@@ -42,7 +46,7 @@ def run(args) -> int:
         return 2
     settings = UiSettings(api_url=api_url, port=port, host=args.host, admin_token=token,
                           allowed_origins=args.allow_websocket_origin or origins_from_env(),
-                          refresh_secs=args.refresh_secs)
+                          refresh_secs=args.refresh_secs, base_path=base_path)
     try:
         run_forever(settings)
     except OSError as exc:

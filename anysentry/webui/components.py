@@ -114,7 +114,9 @@ class Page:
     """A dashboard page: `view` is what the tab shows; `refresh()` reloads it from the API.
 
     A refresh never raises: an API error is shown in the page's message bar (the data already on
-    screen stays), and overlapping refreshes (a slow API, a quick timer) are skipped."""
+    screen stays) until a later refresh succeeds, and overlapping refreshes (a slow API, a quick
+    timer) are skipped. What an action said (a draft that does not parse, a refused update) stays
+    until the next action: the periodic refresh never wipes it."""
 
     title = "page"
 
@@ -123,6 +125,7 @@ class Page:
         self.window = window
         self.message = MessageBar()
         self._busy = self._again = False
+        self._refresh_error = ""  # the message a failed refresh showed (the next good one clears it)
 
     @property
     def time_type(self) -> str:
@@ -141,16 +144,18 @@ class Page:
                 await self.load()
                 if not self._again:
                     break
-            if self.message.kind == "error":
+            if self.message.kind == "error" and self.message.text == self._refresh_error:
                 self.message.clear()
+            self._refresh_error = ""
             return True
         except ApiError as exc:
-            self.message.error(str(exc))
+            self._refresh_error = str(exc)
         except Exception as exc:  # a bug must not take the page down: say so, log the details
             log.exception("%s page refresh failed", self.title)
-            self.message.error(f"the {self.title} page could not be updated ({exc.__class__.__name__}); see the UI server log")
+            self._refresh_error = f"the {self.title} page could not be updated ({exc.__class__.__name__}); see the UI server log"
         finally:
             self._busy = False
+        self.message.error(self._refresh_error)
         return False
 
     async def act(self, action, success: str) -> bool:

@@ -5,13 +5,19 @@ Websocket origins: Bokeh refuses a browser session whose page was loaded from a 
 allow. `anysentry ui` runs behind a Service, a port-forward or an ingress whose host name it cannot
 know, so it allows any origin unless told otherwise; `anysentry serve` on a loopback address allows
 only localhost and 127.0.0.1 on its own port, so another web site open in the same browser cannot
-drive the dashboard (which holds the admin token)."""
+drive the dashboard (which holds the admin token).
+
+Public base path (SPEC §3.1 `PUBLIC_BASE_PATH`): behind an ingress that publishes the UI at a sub-path
+(`/anysentry/`) and passes the path on unchanged, the server serves the page, its websocket and every
+static asset under that prefix, so the browser's relative and absolute asset URLs resolve through the
+same ingress rule; the root is then not the dashboard."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import re
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -26,6 +32,19 @@ from anysentry.webui.client import ApiClient
 log = logging.getLogger("anysentry.webui")
 DEFAULT_UI_PORT = 5006
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_BASE_PATH = re.compile(r"(/[A-Za-z0-9][A-Za-z0-9._~-]*)+")
+
+
+def normalize_base_path(value: str | None) -> str:
+    """`/anysentry/`, `anysentry` and `/anysentry` are the prefix `/anysentry`; "" and "/" the root ("").
+    Raises ValueError for anything else (a query, `..`, spaces) rather than serve somewhere unexpected."""
+    text = (value or "").strip().rstrip("/")
+    if not text:
+        return ""
+    text = text if text.startswith("/") else "/" + text
+    if not _BASE_PATH.fullmatch(text):
+        raise ValueError(f"public base path must look like /anysentry, got {value!r}")
+    return text
 
 
 @dataclass
@@ -36,6 +55,7 @@ class UiSettings:
     admin_token: str | None = None
     allowed_origins: list[str] = field(default_factory=list)
     refresh_secs: float = DEFAULT_REFRESH_SECS
+    base_path: str = ""  # normalised (normalize_base_path): "" or "/prefix"
 
     def origins(self) -> list[str]:
         """The websocket origins to allow: the configured ones, else any ('*')."""
@@ -56,7 +76,7 @@ def _build(settings: UiSettings, client: ApiClient):
     pn.extension("tabulator")
     return get_server(dashboard_factory(client, settings.refresh_secs), port=settings.port, address=settings.host,
                       websocket_origin=settings.origins(), loop=IOLoop.current(), start=False, show=False,
-                      title="AnySentry", verbose=False, location=False)
+                      title="AnySentry", verbose=False, location=False, prefix=settings.base_path)
 
 
 async def serve_until(settings: UiSettings, stop: asyncio.Event, started=None) -> None:
@@ -83,7 +103,7 @@ def run_forever(settings: UiSettings) -> None:
             # after get_server, which installs its own SIGINT handler
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            log.info("web UI on http://%s:%d/ (API %s)", settings.host, port, settings.api_url)
+            log.info("web UI on http://%s:%d%s/ (API %s)", settings.host, port, settings.base_path, settings.api_url)
 
         await serve_until(settings, stop, listening)
         log.info("web UI stopped")

@@ -36,6 +36,9 @@ class WorkListPage(Page):
     default_status = "all"
     summary_labels: dict[str, str] = {}
     actions: dict[str, str] = {}  # button label → status it sets
+    # each page's own words: with Bokeh 3.9 (Panel 1.9 on Python 3.11) hidden tabs stay in the page,
+    # so a placeholder two pages shared would name two inputs at once
+    note_hint = "why (optional)"
     limit = 200
 
     def __init__(self, client, window):
@@ -46,7 +49,7 @@ class WorkListPage(Page):
         self.empty = empty_note(f"No {self.noun}s with this status in this window.")
         self.selected = pn.pane.HTML("", sizing_mode="stretch_width")
         self.owner = widget(pn.widgets.TextInput, "owner", placeholder="who handles it (optional)", width=200)
-        self.note = widget(pn.widgets.TextInput, "note", placeholder="why (optional)", width=300)
+        self.note = widget(pn.widgets.TextInput, "note", placeholder=self.note_hint, width=300)
         self.buttons = {label: widget(pn.widgets.Button, label, disabled=True, width=120) for label in self.actions}
         for label, button in self.buttons.items():
             button.on_click(self._action(self.actions[label]))
