@@ -2,9 +2,12 @@
 
     .venv/bin/python bench/judge.py [--events 50000] [--profile]
 
-Prints observer-line normalisation lines/s (`normalize` only; once keeping every event of the run,
-once in batches of 256 dropped after each batch, as /ingest/batch does), L1 events/s (`Judge.decide`
-on pre-normalised observations) and the two combined (normalise + judge + apply), against targets."""
+Prints observer-line normalisation lines/s (`normalize` only) the way the product normalises — in
+batches of 256 dropped after each batch, as /ingest/batch and `anysentry judge` do — against the
+target; beside it, for information, the same while retaining every event of the run (that figure adds
+the allocator's and the garbage collector's growth with 50,000 live events, which no caller has).
+Then L1 events/s (`Judge.decide` on pre-normalised observations) and the two combined (normalise +
+judge + apply)."""
 
 from __future__ import annotations
 
@@ -143,8 +146,8 @@ def main() -> None:
     print(f"corpus: {n} observer lines, {sum(map(len, lines)) / n:.0f} bytes/line on average, verdicts {verdicts}")
     print("throughput per CPU-second of this process (wall-clock in brackets; it suffers when the machine is shared)")
     for label, count, (cpu, wall), unit, target in (
-        ("normalisation (normalize only)", n, norm_s, "lines/s", TARGET_NORMALIZE),
         (f"normalisation, batches of {BATCH}", n, norm_batch_s, "lines/s", TARGET_NORMALIZE),
+        (f"  (retaining all {n} events)", n, norm_s, "lines/s", None),
         ("L1 judge (Judge.decide)", m, l1_s, "events/s", TARGET_L1),
         ("combined (normalize + judge_event)", n, both_s, "lines/s", None),
     ):

@@ -4,19 +4,20 @@ kinds are recorded or judged by L1 (§6.2)."""
 from __future__ import annotations
 
 import re
+from typing import Final
 
-TOOL_EXEC = "ToolExec"
-PROCESS_EXIT = "ProcessExit"
-FILE_ACCESS = "FileAccess"
-FILE_DELETE = "FileDelete"
-LLM_CALL = "LlmCall"
-EGRESS = "Egress"
-DNS = "Dns"
-SSL_CONTENT = "SslContent"
-LLM_API = "LlmApi"
-SECURITY_ACTION = "SecurityAction"
-RUNTIME_EVENT = "RuntimeEvent"
-COLLECTOR_HEARTBEAT = "CollectorHeartbeat"
+TOOL_EXEC: Final = "ToolExec"
+PROCESS_EXIT: Final = "ProcessExit"
+FILE_ACCESS: Final = "FileAccess"
+FILE_DELETE: Final = "FileDelete"
+LLM_CALL: Final = "LlmCall"
+EGRESS: Final = "Egress"
+DNS: Final = "Dns"
+SSL_CONTENT: Final = "SslContent"
+LLM_API: Final = "LlmApi"
+SECURITY_ACTION: Final = "SecurityAction"
+RUNTIME_EVENT: Final = "RuntimeEvent"
+COLLECTOR_HEARTBEAT: Final = "CollectorHeartbeat"
 
 RECORDED_KINDS = frozenset(
     {TOOL_EXEC, PROCESS_EXIT, EGRESS, DNS, LLM_CALL, FILE_ACCESS, FILE_DELETE, SSL_CONTENT, LLM_API, SECURITY_ACTION, RUNTIME_EVENT}

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
-from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -20,11 +19,11 @@ from anysentry.events.redact import (
 )
 from anysentry.events.timefmt import now_ms, parse_time
 
-UNPARSEABLE = "unparseable event"
-RAW_PREVIEW_LIMIT = 1800
-JUDGE_SUBJECT_LIMIT = 32 * 1024
-SUBJECT_LIMIT = 240
-KIND_LIMIT = 128
+UNPARSEABLE: Final = "unparseable event"
+RAW_PREVIEW_LIMIT: Final = 1800
+JUDGE_SUBJECT_LIMIT: Final = 32 * 1024
+SUBJECT_LIMIT: Final = 240
+KIND_LIMIT: Final = 128
 DEFAULT_LLM_ENDPOINTS = "api.anthropic.com,api.openai.com,api.deepseek.com"
 
 
@@ -49,13 +48,13 @@ def default_settings() -> NormalizeSettings:
 
 
 # payload keys copied to attributes when present (§7.5)
-_COPIED = (
+_COPIED: Final = (
     "pid", "ppid", "uid", "cwd", "comm", "exe", "cgroup", "systemdUnit", "hostId", "eventTimeNs", "startTimeNs",
     "peer", "port", "query", "path", "sni", "kind", "prompt_tokens", "completion_tokens", "argv_truncated",
     "argv_incomplete", "exec_confirmed", "argv_source", "captured_argc", "captured_bytes", "observed_argc",
     "observed_bytes", "model", "detail", "write", "exit_code", "signal",
 )  # none of them is a sensitive key (§5.2)
-_PROCESS_KEYS = {
+_PROCESS_KEYS: Final = {
     "pid": "pid", "ppid": "ppid", "uid": "uid", "comm": "comm", "exe": "exe", "cwd": "cwd", "cgroup": "cgroup",
     "cgroupId": "cgroupId", "cgroup_id": "cgroupId", "systemdUnit": "systemdUnit", "systemd_unit": "systemdUnit",
     "hostId": "hostId", "host_id": "hostId", "bootId": "bootId", "boot_id": "bootId",
@@ -63,7 +62,7 @@ _PROCESS_KEYS = {
     "start_time_ns": "startTimeNs", "startTimeTicks": "startTimeTicks", "start_time_ticks": "startTimeTicks",
     "mountNamespace": "mountNamespace", "mount_namespace": "mountNamespace",
 }
-_STRING_IDS = frozenset({"cgroupId", "startTimeTicks", "eventTimeNs", "startTimeNs"})
+_STRING_IDS: Final = frozenset({"cgroupId", "startTimeTicks", "eventTimeNs", "startTimeNs"})
 _INT_MIN, _INT_END = -(2**63), 2**64  # integers clean_value keeps as they are
 
 
@@ -105,12 +104,12 @@ def _given(item: dict, key: str, limit: int = 512) -> str:
     return redact_text(_text(value).strip()[:limit])
 
 
-def _unchanged(text: str) -> str:
-    """The redaction of a string taken from a clean line (see `_line_is_clean`)."""
-    return text
+def _redacted(text: str, clean: bool) -> str:
+    """`redact_text(text)`, or `text` itself when it was taken from a clean line (`_line_is_clean`)."""
+    return text if clean else redact_text(text)
 
 
-def _process(raw: object, redact=redact_text) -> dict | None:
+def _process(raw: object, clean: bool = False) -> dict | None:
     """§6.1 process context: known keys in camel or snake case, scalars only, large ids as strings."""
     if not isinstance(raw, dict):
         return None
@@ -118,7 +117,7 @@ def _process(raw: object, redact=redact_text) -> dict | None:
     for key, name, string_id in _process_plan(tuple(raw)):
         value = raw[key]
         if isinstance(value, str):
-            value = redact(value)[:512]
+            value = _redacted(value, clean)[:512]
         elif isinstance(value, (int, float)):
             if string_id:
                 value = _text(value)
@@ -128,17 +127,31 @@ def _process(raw: object, redact=redact_text) -> dict | None:
     return out or None
 
 
-# objects of one producer share their key sequence: what to do with each key is worked out once per sequence
-@lru_cache(maxsize=512)
+# Objects of one producer share their key sequence: what to do with each key is worked out once per
+# sequence. Plain dicts, not lru_cache: a hit is one lookup, and a full cache stops learning.
+PLAN_CACHE_LIMIT: Final = 512
+_process_plans: dict[tuple, tuple[tuple[object, str, bool], ...]] = {}
+_copied_plans: dict[tuple, tuple[str, ...]] = {}
+
+
 def _process_plan(keys: tuple) -> tuple[tuple[object, str, bool], ...]:
     """(key, canonical name, stored as a string) for each known key of a process object, in order."""
-    return tuple((key, _PROCESS_KEYS[key], _PROCESS_KEYS[key] in _STRING_IDS) for key in keys if key in _PROCESS_KEYS)
+    plan = _process_plans.get(keys)
+    if plan is None:
+        plan = tuple((key, _PROCESS_KEYS[key], _PROCESS_KEYS[key] in _STRING_IDS) for key in keys if key in _PROCESS_KEYS)
+        if len(_process_plans) < PLAN_CACHE_LIMIT:
+            _process_plans[keys] = plan
+    return plan
 
 
-@lru_cache(maxsize=512)
 def _copied_keys(keys: tuple) -> tuple[str, ...]:
     """The keys of a payload that are copied to attributes (§7.5), in `_COPIED` order."""
-    return tuple(key for key in _COPIED if key in keys)
+    plan = _copied_plans.get(keys)
+    if plan is None:
+        plan = tuple(key for key in _COPIED if key in keys)
+        if len(_copied_plans) < PLAN_CACHE_LIMIT:
+            _copied_plans[keys] = plan
+    return plan
 
 
 def _argv_text(inner: dict) -> tuple[str, bool]:
@@ -178,7 +191,7 @@ def _duration_ms(value: object) -> float:
     return 0.0
 
 
-_MAX_EXACT = 2.0**53
+_MAX_EXACT: Final = 2.0**53
 
 
 def _number(value: object) -> float:
@@ -198,7 +211,7 @@ def _number(value: object) -> float:
     return max(0.0, min(number, _MAX_EXACT))
 
 
-_LLM_TARGET_KINDS = frozenset({K.EGRESS, K.DNS})
+_LLM_TARGET_KINDS: Final = frozenset({K.EGRESS, K.DNS})
 
 
 def _llm_match(endpoints: tuple[str, ...], kind: str, inner: dict) -> str | None:
@@ -216,36 +229,36 @@ def _llm_match(endpoints: tuple[str, ...], kind: str, inner: dict) -> str | None
     return None
 
 
-def _subjects(kind: str, inner: dict, redact) -> tuple[str, str | None]:
+def _subjects(kind: str, inner: dict, clean: bool) -> tuple[str, str | None]:
     """(stored redacted subject §7.5, raw L1 subject §6.2 or None when L1 does not judge it); not ToolExec."""
     if kind == K.EGRESS:
         peer = _text(inner.get("peer"))
         port = inner.get("port")
         port_text = _text(port) if isinstance(port, (int, str)) and not isinstance(port, bool) else ""
         stored = f"egress → {peer}:{port_text}" if port_text else f"egress → {peer}"
-        return redact(stored)[:SUBJECT_LIMIT], f"{peer}:{port_text or 0}"[:JUDGE_SUBJECT_LIMIT]
+        return _redacted(stored, clean)[:SUBJECT_LIMIT], f"{peer}:{port_text or 0}"[:JUDGE_SUBJECT_LIMIT]
     if kind == K.DNS:
         query = _text(inner.get("query"))
-        return redact(f"dns {query}")[:SUBJECT_LIMIT], query[:JUDGE_SUBJECT_LIMIT]
+        return _redacted(f"dns {query}", clean)[:SUBJECT_LIMIT], query[:JUDGE_SUBJECT_LIMIT]
     if kind == K.FILE_ACCESS:
         path = _text(inner.get("path"))
-        return redact(f"file {path}")[:SUBJECT_LIMIT], path[:JUDGE_SUBJECT_LIMIT]
+        return _redacted(f"file {path}", clean)[:SUBJECT_LIMIT], path[:JUDGE_SUBJECT_LIMIT]
     if kind == K.FILE_DELETE:
-        return redact(f"file {_text(inner.get('path'))}")[:SUBJECT_LIMIT], None
+        return _redacted(f"file {_text(inner.get('path'))}", clean)[:SUBJECT_LIMIT], None
     if kind == K.SSL_CONTENT:
         content = inner.get("content")
         return "ssl content", (content if isinstance(content, str) else _text(content))[:JUDGE_SUBJECT_LIMIT]
     if kind == K.SECURITY_ACTION:
         action, detail = _text(inner.get("kind")), _text(inner.get("detail"))
         judged = f"{action} {detail}".strip() if detail else action
-        return redact(f"security {action}")[:SUBJECT_LIMIT], judged[:JUDGE_SUBJECT_LIMIT]
+        return _redacted(f"security {action}", clean)[:SUBJECT_LIMIT], judged[:JUDGE_SUBJECT_LIMIT]
     if kind == K.LLM_CALL:
-        return redact(f"llm {_text(inner.get('sni')) or _text(inner.get('peer'))}")[:SUBJECT_LIMIT], None
+        return _redacted(f"llm {_text(inner.get('sni')) or _text(inner.get('peer'))}", clean)[:SUBJECT_LIMIT], None
     return kind, None
 
 
 def _attributes(kind: str, inner: dict, argv_text: str | None, identity: dict, given: "_Given",
-                source: SourceContext | None, redact) -> dict:
+                source: SourceContext | None, clean: bool) -> dict:
     """§7.5 attributes: copied payload keys in `_COPIED` order, argv, observer task and kind, then the
     request's attributes, collector, node and source."""
     limit = given.value_limit
@@ -253,7 +266,7 @@ def _attributes(kind: str, inner: dict, argv_text: str | None, identity: dict, g
     for key in _copied_keys(tuple(inner)):
         value = inner[key]
         if isinstance(value, str):
-            attrs[key] = redact(value)[:limit]
+            attrs[key] = _redacted(value, clean)[:limit]
         elif type(value) is int and _INT_MIN <= value < _INT_END:
             attrs[key] = value
         elif value is not None:
@@ -264,7 +277,7 @@ def _attributes(kind: str, inner: dict, argv_text: str | None, identity: dict, g
         attrs["argv"] = argv_text[:300]
     task = identity.get("task")
     if task is not None and not isinstance(task, (dict, list)):
-        attrs["observerTask"] = redact(_text(task)[:240])
+        attrs["observerTask"] = _redacted(_text(task)[:240], clean)
     attrs["observerKind"] = kind
     extra = given.attributes
     if isinstance(extra, dict) and extra:
@@ -335,13 +348,13 @@ class _Given:
 
 
 # the explicit string fields of an item and their length bounds
-_GIVEN_TEXT_LIMITS = {
+_GIVEN_TEXT_LIMITS: Final = {
     "source": 512, "agentId": 512, "workspacePath": 1024, "sessionId": 512, "runId": 512, "userId": 512,
     "subject": 2000, "sourceEventId": 256, "traceId": 256, "spanId": 256, "parentSpanId": 256, "taskId": 256,
     "rawPreview": 4000, "collectorId": 512, "nodeName": 512,
 }
-_NOTHING_GIVEN = _Given()
-_GIVEN_KEYS = frozenset(f.name for f in fields(_Given) if f.name != "value_limit") | {"attributeValueLimit"}
+_NOTHING_GIVEN: Final = _Given()
+_GIVEN_KEYS: Final = frozenset(f.name for f in fields(_Given) if f.name != "value_limit") | {"attributeValueLimit"}
 
 
 def _line_is_clean(line: str) -> bool:
@@ -354,10 +367,20 @@ def _line_is_clean(line: str) -> bool:
     return no_escape and not has_marker(line)
 
 
-@lru_cache(maxsize=4096)
+_trace_ids: dict[tuple[str, str, str], str] = {}
+TRACE_CACHE_LIMIT: Final = 4096
+
+
 def _trace_id(workspace: str, agent_id: str, session_id: str) -> str:
     """One trace per workspace, agent and session (§4.2): far fewer than events, so cached."""
-    return hash_id("tr", [workspace, agent_id, session_id])
+    key = (workspace, agent_id, session_id)
+    trace = _trace_ids.get(key)
+    if trace is None:
+        trace = hash_id("tr", [workspace, agent_id, session_id])
+        if len(_trace_ids) >= TRACE_CACHE_LIMIT:
+            _trace_ids.clear()
+        _trace_ids[key] = trace
+    return trace
 
 
 def heartbeat_payload(inner: dict, item: dict) -> dict:
@@ -461,19 +484,18 @@ def normalize(
         line_kind = redact_text(line_kind.strip())[:KIND_LIMIT]
     # strings taken from a clean line are stored as they are: redacting them would change nothing
     clean = isinstance(line, str) and _line_is_clean(line)
-    redact = _unchanged if clean else redact_text
 
     settings = settings or default_settings()
     identity = record.get("identity")
     if not isinstance(identity, dict):
         identity = {}
-    id_agent = redact(_text(identity.get("agent")).strip()[:512])
-    id_session = redact(_text(identity.get("session")).strip()[:512])
-    id_task = redact(_text(identity.get("task")).strip()[:256])
+    id_agent = _redacted(_text(identity.get("agent")).strip()[:512], clean)
+    id_session = _redacted(_text(identity.get("session")).strip()[:512], clean)
+    id_task = _redacted(_text(identity.get("task")).strip()[:256], clean)
     task_session = f"task-{id_task}" if id_task else ""
 
     agent_id = given.agentId or id_agent or "unknown"
-    workspace = (given.workspacePath or redact(_text(inner.get("cwd")).strip()[:1024])
+    workspace = (given.workspacePath or _redacted(_text(inner.get("cwd")).strip()[:1024], clean)
                  or (source.workspacePath if source else "") or f"agent://{agent_id}")
     session_id = given.sessionId or id_session or id_agent or task_session or "session"
     run_id = given.runId or id_session or id_agent or task_session or session_id
@@ -485,16 +507,16 @@ def normalize(
     judge_subject: str | None
     if line_kind == K.TOOL_EXEC:
         judge_subject, argv_cut = _argv_text(inner)
-        argv_text = redact(judge_subject)
+        argv_text = _redacted(judge_subject, clean)
         subject = argv_text[:80] or "exec"
     else:
-        subject, judge_subject = _subjects(line_kind, inner, redact)
+        subject, judge_subject = _subjects(line_kind, inner, clean)
     stored_kind = line_kind
     llm_target = None
     if line_kind in _LLM_TARGET_KINDS:
         llm_target = _llm_match(settings.llm_endpoints, line_kind, inner)
     if llm_target is not None:
-        stored_kind, subject = K.LLM_CALL, redact(f"LLM call → {llm_target}")
+        stored_kind, subject = K.LLM_CALL, _redacted(f"LLM call → {llm_target}", clean)
     if given.eventKind:
         explicit_kind = given.eventKind
         stored_kind = explicit_kind if explicit_kind in K.CATEGORY_BY_KIND else redact_text(explicit_kind)[:KIND_LIMIT]
@@ -522,10 +544,10 @@ def normalize(
         latency = _number(given.latencyMs)
 
     category = given.eventCategory if given.eventCategory in K.CATEGORIES else K.category_of(stored_kind)
-    attributes = _attributes(line_kind, inner, argv_text, identity, given, source, redact)
+    attributes = _attributes(line_kind, inner, argv_text, identity, given, source, clean)
     if llm_target is not None:
         attributes["observerKind"] = line_kind
-    process = _process(given.process) or _process(record.get("process"), redact)
+    process = _process(given.process) or _process(record.get("process"), clean)
     attribution = given.attribution
     classification = (_text(attribution.get("classification")) if attribution else "") or "unknown"
     if given.rawPreview:

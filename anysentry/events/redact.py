@@ -8,10 +8,11 @@ from __future__ import annotations
 import math
 import re
 from functools import lru_cache
+from typing import Final
 
 import orjson
 
-REDACTED = "[redacted]"
+REDACTED: Final = "[redacted]"
 
 _VALUE_END = r"""[^"'\s,}&\\]+"""
 _QUOTE = r"""(?:\\*["'])?"""
@@ -24,10 +25,10 @@ _ASSIGNMENT = re.compile(
     + _QUOTE + r"""\s*[:=]\s*""" + _QUOTE + r""")(?!\[redacted\]|(?:bearer|basic|token)\s+\[redacted\])""" + _VALUE_END
 )
 _SK_KEY = re.compile(r"sk-[A-Za-z0-9_-]{12,}")
-_MARKERS = ("author", "key", "token", "secret", "passw", "credential", "sk-")  # passw covers passwd
+_MARKERS: Final = ("author", "key", "token", "secret", "passw", "credential", "sk-")  # passw covers passwd
 # every key of _ASSIGNMENT holds one of these words (the §5.1 markers but `sk-`); per word, the key
 # spellings holding it and how many characters before it they start
-_KEY_WORDS = (
+_KEY_WORDS: Final = (
     ("author", ((0, ("authorization",)),)),
     ("key", ((3, ("apikey",)), (4, ("api_key", "api-key")))),
     ("token", ((0, ("token",)), (3, ("id_token", "id-token")), (7, ("access_token", "access-token")),
@@ -107,7 +108,7 @@ def _assignments(text: str, starts: list[int]) -> str:
 
 
 _HEAD_END = re.compile(r"[,}&]")
-_HEAD_MARGIN = 256
+_HEAD_MARGIN: Final = 256
 
 
 def redact_head(text: str, limit: int) -> str:
