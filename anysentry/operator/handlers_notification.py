@@ -4,7 +4,7 @@ Each receiver's webhook URL (and optional HMAC key) is read from its Secret by t
 never reads Secrets) into a webhook channel `chn_<ns>_<route>_<receiver>`; the route
 `rou_<ns>_<route>` sends the matching alerts to them (SPEC §17). The values stay in the operator's
 memory: the channel is marked as Secret-sourced (`secretRef`), so the store gets it without URL or
-key, the api replicas leave it alone, and the operator delivers (`ops.notifications`). They are
+key, the api replicas leave it alone, and the operator delivers (`ops.notification_secrets`). They are
 read again on every reconcile, and on start (kopf resumes every route) before anything is delivered
 to a channel the store gave back without them. Deliveries api replicas queue for those channels are
 sent from here too (`deliver_handed_over`, every operations cycle). Status: deliveries ok / failed / not
@@ -28,7 +28,7 @@ import kopf
 
 from anysentry.operator import events
 from anysentry.ops.standalone import apply_route, channel_id, route_id
-from anysentry.ops.notifications import QUEUED, SECRET_FIELDS, from_secret
+from anysentry.ops.notification_secrets import QUEUED
 from anysentry.operator.kube import plain
 from anysentry.operator.loops import Installation, Runtime, register_publisher, runtime
 from anysentry.operator.mirror_routes import API_MANAGER, MANAGED_BY, ROUTE_LABEL
@@ -38,7 +38,6 @@ from anysentry.resources.models import GROUP, VERSION, NotificationRoute, Notifi
 log = logging.getLogger("anysentry.operator.notifications")
 
 SECRETS_PENDING_SECS = 30.0  # a REST-written route's Secrets follow it within this
-ACTOR = {"type": "system", "id": "anysentry-operator"}
 
 
 def _grace_secs(default: float = 60.0) -> float:
@@ -86,36 +85,6 @@ async def resolve_receivers(kube, obj: dict) -> tuple[dict[str, dict], list[str]
                 values[field_] = value
         out[receiver.name] = values
     return out, problems
-
-
-def secret_ref(receiver) -> dict:
-    """The Secrets a receiver's values come from (names and keys: nothing secret)."""
-    refs = {"webhookUrl": receiver.webhookUrlSecretRef, "signingKey": receiver.hmacKeySecretRef}
-    return {field_: {"name": ref.name, "key": ref.key} for field_, ref in refs.items() if ref is not None}
-
-
-def hold_route(engine, obj: dict, receivers: dict[str, dict]) -> dict | None:
-    """The route and its receiver channels in the notifier (as `standalone.apply_route`), each channel
-    marked with the Secrets its values came from so they are held in memory only. A channel that only
-    gets back the values the store left out is not audited again."""
-    notifier = getattr(engine, "notifications", None)
-    if notifier is None or not hasattr(notifier, "create_route"):
-        return None
-    spec = NotificationRoute.model_validate(obj).spec
-    for receiver in spec.receivers:
-        values = receivers.get(receiver.name) or {}
-        body = {"channelId": channel_id(obj, receiver.name), "name": f"{obj['metadata']['name']}/{receiver.name}",
-                "enabled": spec.enabled, **{k: values.get(k, "") for k in SECRET_FIELDS}}
-        refs = secret_ref(receiver)
-        existing = notifier.channels.get(body["channelId"])
-        if existing is not None and from_secret(existing) and existing.get("secretRef") == refs \
-                and all(existing.get(k) == v for k, v in body.items()):
-            continue
-        audited = existing is None or existing.get("secretRef") != refs \
-            or any(existing.get(k) != body[k] for k in ("name", "enabled")) \
-            or ("webhookUrl" in existing and any(existing.get(k, "") != body[k] for k in SECRET_FIELDS))
-        notifier.create_channel(body, actor=ACTOR, secret_ref=refs, audited=audited)
-    return apply_route(engine, obj, receivers)  # channels already in place: drops stale ones, holds the route
 
 
 def route_status(obj: dict, engine, record: dict | None, problems: list[str], now) -> NotificationRouteStatus:
@@ -167,7 +136,7 @@ def secrets_pending(obj: dict, now: datetime) -> bool:
 async def publish_route(kube, engine, obj: dict) -> NotificationRouteStatus:
     now = now_utc()
     receivers, problems = await resolve_receivers(kube, obj)
-    record = hold_route(engine, obj, receivers)
+    record = apply_route(engine, obj, receivers)
     status = route_status(obj, engine, record, problems, now)
     old = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}.get("Ready", {})
     if problems and old.get("reason") != "SecretNotFound" and not secrets_pending(obj, now):

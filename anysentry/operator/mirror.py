@@ -25,7 +25,7 @@ The api replicas run this when `ANYSENTRY_KUBE_NAMESPACE` is set (the operator r
 - Notification routes both ways (with their Secrets) are `mirror_routes.RouteMirror`, reached as
   `services.mirror.routes` by the notification routes' REST handlers. Receiver channels hold URLs
   and keys that live in Secrets: a replica never stores them and never sends to those channels; it
-  queues such deliveries for the operator, which reads the Secrets (`ops.notifications`).
+  queues such deliveries for the operator, which reads the Secrets (`ops.notification_secrets`).
 
 Wiring (in `anysentry api`, done by the lead):
 

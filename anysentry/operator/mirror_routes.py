@@ -15,11 +15,15 @@ from is kept in the annotation `anysentry.io/receiver-channels`, so a new URL on
 (`PUT /notifications/channels/:id`) repoints the receiver too.
 
 Where deliveries run: in a cluster the operator folds the stored events into incidents and alerts
-and runs the timers, so it sends nearly every notification, with the URLs it reads from the Secrets.
-An api replica sends only for the alert changes the requests it serves make (acknowledge, resolve,
-check-ins), with the URLs its channel book holds: those given to it through REST, and the channel
-records the operator flushed to the store, which every replica merges (`ops.sync`). The api never
-reads a Secret."""
+and runs the timers, so it sends nearly every notification, to receiver channels with the URLs and
+keys it reads from the Secrets (held in memory; the store gets those channels without them,
+`ops.notification_secrets`). The alert changes the requests an api replica serves (acknowledge,
+resolve, check-ins) notify too, but a replica never sends to a receiver channel, not even with a URL
+just given to it through REST: `mirror.attach` marks those channels as Secret-sourced, so it queues
+such a delivery in the store as a hidden `queued` row, and the operator's cycle sends it and records
+the outcome under the same id (`handlers_notification.deliver_handed_over`). A replica sends itself
+only to a channel that holds an inline URL (the env channel, `ANYSENTRY_ALERT_WEBHOOK_URL`, when no
+route matches). The api never reads a Secret."""
 
 from __future__ import annotations
 

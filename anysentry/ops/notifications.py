@@ -12,15 +12,8 @@ a final 5xx is an `error` delivery carrying the status. Any other answer (2xx-4x
 compatibility rule of §17 says; the HTTP status is kept on the delivery row as `httpStatus`.
 
 `webhookUrl` and `signingKey` are write-only: no read shape includes them (`endpointPreview` only).
-
-A channel whose URL and key come from Secrets (a `NotificationRoute` receiver: `secret_ref=`, or an
-id `secret_channel` names) is stored without them (`stored_channel`: `source: "secret"`, `secretRef`,
-`endpointPreview`, `signingKeyConfigured`); a refresh keeps the values this process read. Only a
-process holding them delivers there: the operator, which reads every route's Secrets when it starts
-(a delivery waits for that, at most `secret_wait_secs`). A cluster's api replica
-(`holds_secrets = False`) hands its deliveries to such channels (a resolve it serves, ...) over as a
-`queued` delivery row with the alert snapshot; the operator's cycle `take_over`s the rows it merges
-and writes the outcome under the same `deliveryId`. Queued rows are not listed."""
+Channels whose URL and key come from Secrets are never stored with them, and only a process holding
+the values delivers there (`ops.notification_secrets`)."""
 
 from __future__ import annotations
 
@@ -31,7 +24,6 @@ import logging
 import os
 import time
 from collections import deque
-from typing import Callable
 from urllib.parse import urlsplit
 
 import orjson
@@ -43,6 +35,8 @@ from anysentry.judge.decision import SEVERITIES, severity_rank
 from anysentry.ops.alerts import KINDS, alert_item
 from anysentry.ops.book import Book
 from anysentry.ops.fields import text_list
+from anysentry.ops.notification_secrets import (QUEUED, SECRET_FIELDS, ChannelBook, SecretDelivery, endpoint_preview,
+                                                 from_secret)
 
 log = logging.getLogger("anysentry.ops.notifications")
 
@@ -52,11 +46,6 @@ DISPATCHER = {"type": "system", "id": "notification-dispatcher"}
 ACTIONS = ("opened", "reopened", "resolved")
 MAX_DELIVERIES = 1000
 MAX_QUEUED_PER_CHANNEL = 2000
-SECRET_FIELDS = ("webhookUrl", "signingKey")
-SECRET_SOURCE = "secret"  # `source` of a channel whose URL and key live in a Kubernetes Secret
-STORED_ONLY = ("endpointPreview", "signingKeyConfigured")  # what the store keeps of a Secret's values
-SECRET_WAIT_SECS = 30.0
-QUEUED = "queued"  # a delivery an api replica handed to the operator, not sent yet
 SCOPE_FIELDS = ("workspacePath", "agentId", "collectorId", "sourceId", "owner", "team")
 LINK_LABELS = ("taskId", "objectiveId", "issueId")
 
@@ -75,52 +64,6 @@ class NotificationError(ValueError):
     """A management request the notifier refuses (e.g. writing the read-only env channel)."""
 
 
-def endpoint_preview(url: str) -> str:
-    """`scheme://host[:port]` plus `/...` when a path or query exists; never credentials or path."""
-    if not url:
-        return ""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "invalid-url"
-    if not parts.scheme or not host:
-        return "invalid-url"
-    if ":" in host:
-        host = f"[{host}]"
-    preview = f"{parts.scheme}://{host}" + (f":{port}" if port else "")
-    if parts.path not in ("", "/") or parts.query:
-        preview += "/..."
-    return preview
-
-
-def from_secret(record: dict | None) -> bool:
-    return bool(record) and record.get("source") == SECRET_SOURCE  # type: ignore[union-attr]
-
-
-def stored_channel(record: dict) -> dict:
-    """A channel as the store keeps it: a Secret-sourced one without its URL and key (their preview
-    and whether a key is set stand in); any other as it is."""
-    if not from_secret(record):
-        return record
-    out = {k: v for k, v in record.items() if k not in SECRET_FIELDS}
-    if "webhookUrl" in record:
-        out["endpointPreview"] = endpoint_preview(record["webhookUrl"])
-        out["signingKeyConfigured"] = bool(record.get("signingKey"))
-    return out
-
-
-def _secret_ref(value: dict) -> dict:
-    """{field: {name, key}} of the Secrets holding a channel's values: names only, never values."""
-    out = {}
-    for field_ in SECRET_FIELDS:
-        ref = value.get(field_)
-        if isinstance(ref, dict) and ref.get("name"):
-            out[field_] = {"name": _text(ref.get("name"), 253), "key": _text(ref.get("key"), 253)}
-    return out
-
-
 def sign(key: str, body: bytes) -> str:
     return "sha256=" + hmac.new(key.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
@@ -137,29 +80,6 @@ def _str_list(value: object, limit: int = 64, item_limit: int = 160) -> list[str
     return text_list(value, limit, item_limit, _text)
 
 
-class ChannelBook(Book):
-    table_name = "notification_channels"
-    id_field = "channelId"
-
-    def drain(self) -> tuple[dict[str, dict], list[str]]:
-        changed, deleted = super().drain()
-        return {key: stored_channel(record) for key, record in changed.items()}, deleted
-
-    def merge(self, rows) -> int:
-        """A Secret-sourced channel from the store has no values: keep those this process read, as
-        long as the record still names the same Secrets."""
-        def kept(key: str, deleted: bool, body: dict) -> tuple[str, bool, dict]:
-            current = self.records.get(key)
-            if deleted or not from_secret(body) or not from_secret(current) or "webhookUrl" not in current \
-                    or current.get("secretRef") != body.get("secretRef"):  # type: ignore[union-attr]
-                return key, deleted, body
-            held = {k: v for k, v in body.items() if k not in STORED_ONLY}
-            held.update({k: current.get(k, "") for k in SECRET_FIELDS})  # type: ignore[union-attr]
-            return key, deleted, held
-
-        return super().merge([kept(*row) for row in rows])
-
-
 class RouteBook(Book):
     table_name = "notification_routes"
     id_field = "routeId"
@@ -171,7 +91,7 @@ class DeliveryBook(Book):
     max_records = MAX_DELIVERIES
 
 
-class Notifier:
+class Notifier(SecretDelivery):
     """Channels, routes, the delivery log and the per-channel delivery workers."""
 
     def __init__(self, engine, *, env_url: str | None = None):
@@ -188,10 +108,7 @@ class Notifier:
         self._queues: dict[str, deque] = {}
         self._workers: dict[str, asyncio.Task] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop workers run on
-        self.holds_secrets = True  # delivers to Secret-sourced channels (operator, serve), not a cluster's api replica
-        self.secret_channel: Callable[[str], bool] | None = None  # ids whose values come from Secrets, whatever the body
-        self.secret_wait_secs = SECRET_WAIT_SECS
-        self._taken: dict[str, None] = {}  # queued deliveries this process took over (insertion-ordered, capped)
+        super().__init__()
 
     # ---- channels ----------------------------------------------------------------------------
     def env_channel(self) -> dict | None:
@@ -223,13 +140,7 @@ class Notifier:
         return out
 
     def _apply_channel(self, record: dict, body: dict, secret_ref: dict | None = None) -> None:
-        if secret_ref is not None or (self.secret_channel is not None and self.secret_channel(record["channelId"])):
-            record["source"] = SECRET_SOURCE
-        if secret_ref is not None:
-            record["secretRef"] = _secret_ref(secret_ref)
-        if from_secret(record) and "webhookUrl" in body:
-            for key in STORED_ONLY:
-                record.pop(key, None)
+        self._mark_source(record, body, secret_ref)
         if "name" in body:
             record["name"] = _text(body["name"], 160) or record.get("name") or record["channelId"]
         if isinstance(body.get("enabled"), bool):
@@ -284,17 +195,6 @@ class Notifier:
                                        "endpointPreview": endpoint_preview(record["webhookUrl"]),
                                        "changed": sorted(k for k in body if k in record or k in SECRET_FIELDS)})
         return record
-
-    async def _secret_values(self, channel_id: str) -> dict | None:
-        """The channel once this process holds its values: one loaded from the store without them
-        waits (at most `secret_wait_secs`) for the operator to read its Secret again."""
-        deadline = time.monotonic() + self.secret_wait_secs
-        channel = self.channel(channel_id)
-        while from_secret(channel) and "webhookUrl" not in channel \
-                and time.monotonic() < deadline:  # type: ignore[operator]
-            await asyncio.sleep(0.2)
-            channel = self.channel(channel_id)
-        return channel
 
     # ---- routes ------------------------------------------------------------------------------
     def _apply_route(self, record: dict, body: dict) -> None:
@@ -421,9 +321,7 @@ class Notifier:
         count = 0
         for channel_id, route in self.targets(alert):
             route_ref = {"routeId": route["routeId"], "routeName": route.get("name", "")} if route else None
-            if not self.holds_secrets and from_secret(self.channel(channel_id)):  # a Secret this process cannot read
-                self._record(snapshot, channel_id, self.channel(channel_id) or {}, route_ref, action, QUEUED, now_ms(),
-                             0, None, None, 0)
+            if self._hand_over(snapshot, channel_id, route_ref, action, now_ms()):  # a Secret this process cannot read
                 count += 1
                 continue
             queue = self._queues.setdefault(channel_id, deque())
@@ -436,21 +334,6 @@ class Notifier:
             count += 1
             self._ensure_worker(channel_id)
         return count
-
-    def take_over(self, entry: dict) -> bool:
-        """Deliver a `queued` row an api replica handed over (the outcome replaces it); False when
-        this process does not deliver to Secret-sourced channels or has taken it already."""
-        handoff = entry.get("_handoff") or {}
-        if not self.holds_secrets or entry.get("status") != QUEUED or not handoff.get("alert") \
-                or entry["deliveryId"] in self._taken:
-            return False
-        self._taken[entry["deliveryId"]] = None
-        while len(self._taken) > 4 * MAX_DELIVERIES:
-            del self._taken[next(iter(self._taken))]
-        self._queues.setdefault(entry["channelId"], deque()).append(
-            (handoff["alert"], entry["channelId"], handoff.get("route"), entry.get("action"), entry["deliveryId"]))
-        self._ensure_worker(entry["channelId"])
-        return True
 
     def _ensure_worker(self, channel_id: str) -> None:
         try:
@@ -592,9 +475,9 @@ class Notifier:
                 message = message.replace(secret, preview)
         return redact_text(f"{type(exc).__name__}: {message}")[:300]
 
-    def _record(self, alert: dict, channel_id: str, channel: dict, route_ref: dict | None, action: str, status: str,
-                sent_at: int, duration: float, error: str | None, http_status: int | None, attempts: int,
-                delivery_id: str | None = None) -> dict:
+    def _delivery_row(self, alert: dict, channel_id: str, channel: dict, route_ref: dict | None, action: str,
+                      status: str, sent_at: int, duration: float, error: str | None, http_status: int | None,
+                      attempts: int, delivery_id: str | None = None) -> dict:
         route_id = (route_ref or {}).get("routeId")
         labels = alert.get("labels") or {}
         entry = {
@@ -612,10 +495,13 @@ class Notifier:
             "owner": alert.get("owner") or "", "team": alert.get("team") or "",
             "updatedAt": sent_at,
         }
-        if status == QUEUED:
-            entry["_handoff"] = {"alert": alert, "route": route_ref}  # what the operator needs to send it
-            self.deliveries.put(entry)
-            return entry
+        return entry
+
+    def _record(self, alert: dict, channel_id: str, channel: dict, route_ref: dict | None, action: str, status: str,
+                sent_at: int, duration: float, error: str | None, http_status: int | None, attempts: int,
+                delivery_id: str | None = None) -> dict:
+        entry = self._delivery_row(alert, channel_id, channel, route_ref, action, status, sent_at, duration, error,
+                                   http_status, attempts, delivery_id)
         self.deliveries.put(entry)
         state = {"lastSentAt": sent_at, "lastStatus": status}
         if status == "ok":

@@ -2,7 +2,12 @@
 
 The same manifests a platform team `kubectl apply`s are read from a folder, validated with the CRD
 schemas (`anysentry.resources.manifests`), and applied to the policy, the source registry and the
-operations books; the folder is polled, so an edited file takes effect without a restart."""
+operations books; the folder is polled, so an edited file takes effect without a restart.
+
+A `NotificationRoute` receiver's webhook URL and HMAC key are read from local secrets (`local_secret`)
+into a Secret-sourced channel (`ops.notification_secrets`): held in memory, stored without them. The
+folder is applied at start before anything is served or delivered, so after a restart the values are
+read again before a channel the store gave back without them is delivered to."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anysentry.judge.policy import PolicyError, policy_from_manifest
+from anysentry.ops.notification_secrets import SECRET_FIELDS, hold_channel
 from anysentry.resources.manifests import LoadResult, load_manifests
 from anysentry.resources.models import NotificationRoute
 
@@ -116,23 +122,30 @@ def route_record(obj: dict, channel_ids: list[str]) -> dict:
             "team": match.team, "q": match.text, "description": spec.description}
 
 
+def secret_refs(receiver) -> dict:
+    """The Secrets a receiver's values come from (names and keys: nothing secret)."""
+    refs = {"webhookUrl": receiver.webhookUrlSecretRef, "signingKey": receiver.hmacKeySecretRef}
+    return {field_: {"name": ref.name, "key": ref.key} for field_, ref in refs.items() if ref is not None}
+
+
 def apply_route(engine, obj: dict, receivers: dict[str, dict]) -> dict | None:
-    """Channels and route in the notifier, changed only when they differ (no audit noise)."""
+    """Channels and route in the notifier, changed only when they differ (no audit noise). Each
+    receiver's channel is Secret-sourced: the values in `receivers` (read from its Secrets) stay in
+    this process's memory, the store gets the channel without them."""
     notifier = getattr(engine, "notifications", None)
     if notifier is None or not hasattr(notifier, "create_route"):
         return None
     resource = NotificationRoute.model_validate(obj)
     spec = resource.spec
+    refs = {receiver.name: secret_refs(receiver) for receiver in spec.receivers}
     actor = {"type": "system", "id": "anysentry-operator"}
     channel_ids = []
     for name, values in receivers.items():
         cid = channel_id(obj, name)
         channel_ids.append(cid)
         body = {"channelId": cid, "name": f"{obj['metadata']['name']}/{name}", "enabled": spec.enabled,
-                "webhookUrl": values.get("webhookUrl", ""), "signingKey": values.get("signingKey", "")}
-        existing = notifier.channels.get(cid)
-        if existing is None or any(existing.get(k, "") != v for k, v in body.items()):
-            notifier.create_channel(body, actor=actor)
+                **{k: values.get(k, "") for k in SECRET_FIELDS}}
+        hold_channel(notifier, body, refs.get(name, {}), actor)
     for stale in [c for c in list(notifier.channels.records) if c.startswith(channel_id(obj, "")) and c not in channel_ids]:
         notifier.channels.remove(stale)
     body = route_record(obj, channel_ids)

@@ -2,14 +2,18 @@
 
 Migrations only ever add: `CREATE … IF NOT EXISTS`, then `ADD COLUMN/INDEX IF NOT EXISTS` for whatever an
 older table lacks, so any number of api replicas may start at once against one server and a newer
-release never rewrites data an older one wrote. Only the retention TTL is modified in place."""
+release never rewrites data an older one wrote. Only the retention TTL is modified in place, and one
+thing is removed: secrets an older release stored (`scrub_secret_channels`)."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 
 from anysentry.store.settings import valid_identifier
+
+log = logging.getLogger(__name__)
 
 STORED_AT = "MATERIALIZED toUnixTimestamp64Milli(now64(3))"
 
@@ -145,6 +149,34 @@ def ttl_days(engine_full: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+# Older versions of a Secret-sourced notification channel (a row of it says `source: "secret"`: stored
+# without URL and key since) that still hold a webhook URL or HMAC key: written before that release,
+# kept by ReplacingMergeTree until a merge. The newest version of a channel is never one.
+_STORED_SECRET = (
+    "(JSONExtractString(body, 'webhookUrl') != '' OR JSONExtractString(body, 'signingKey') != '')"
+    " AND id IN (SELECT id FROM {table} WHERE JSONExtractString(body, 'source') = 'secret')"
+    " AND (id, version) NOT IN (SELECT id, max(version) FROM {table} GROUP BY id)"
+)
+
+
+def scrub_secret_channels(command: Callable[[str], object], query_rows: Callable[[str, dict], list],
+                          database: str) -> list[str]:
+    """Delete the channel rows `_STORED_SECRET` finds (a mutation that rewrites the parts holding them,
+    waited for); nothing when there is none, so it runs once. The table is small. A failure is logged
+    and tried again at the next start: it must not keep the store from opening."""
+    table = qualified(database, "notification_channels")
+    where = _STORED_SECRET.format(table=table)
+    sql = f"ALTER TABLE {table} DELETE WHERE {where} SETTINGS mutations_sync = 2"
+    try:
+        if not query_rows(f"SELECT count() FROM {table} WHERE {where}", {})[0][0]:
+            return []
+        command(sql)
+    except Exception as exc:  # noqa: BLE001 - the store opens anyway
+        log.warning("could not remove stored secret values from old notification channel rows: %s", exc)
+        return []
+    return [sql]
+
+
 def migrate(
     command: Callable[[str], object],
     query_rows: Callable[[str, dict], list],
@@ -197,4 +229,5 @@ def migrate(
     )
     if engine and ttl_days(engine[0][0]) != int(retention_days):
         run(f"ALTER TABLE {qualified(database, 'events')} MODIFY TTL {_ttl_clause(retention_days)}")
+    applied += scrub_secret_channels(command, query_rows, database)
     return applied

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from anysentry.operator.handlers_notification import hold_route
+from anysentry.ops.standalone import apply_route
 from anysentry.operator.loops import build_engine
 from anysentry.ops.notifications import QUEUED
 
@@ -25,7 +25,7 @@ def route(secret: str = "pager-hook") -> dict:
 
 def operator_with_route():
     engine = build_engine()
-    hold_route(engine, route(), {"oncall": {"webhookUrl": URL, "signingKey": KEY}})
+    apply_route(engine, route(), {"oncall": {"webhookUrl": URL, "signingKey": KEY}})
     return engine
 
 
@@ -54,10 +54,10 @@ def test_reading_the_secret_again_is_not_audited_a_new_secret_is():
     stored = engine.notifications.channels.drain()[0][CID]
     restarted = build_engine()
     restarted.notifications.channels.merge([(CID, False, stored)])
-    hold_route(restarted, route(), {"oncall": {"webhookUrl": URL, "signingKey": KEY}})
+    apply_route(restarted, route(), {"oncall": {"webhookUrl": URL, "signingKey": KEY}})
     assert restarted.notifications.channel(CID)["webhookUrl"] == URL
     assert [r for r in restarted.audit.drain() if r.get("resourceId") == CID] == []
-    hold_route(restarted, route("pager-hook-2"), {"oncall": {"webhookUrl": URL + "2", "signingKey": KEY}})
+    apply_route(restarted, route("pager-hook-2"), {"oncall": {"webhookUrl": URL + "2", "signingKey": KEY}})
     assert [r["action"] for r in restarted.audit.drain() if r.get("resourceId") == CID] == ["notification.channel.updated"]
 
 
