@@ -3,16 +3,19 @@
 API + judge + operations loops + the web UI (its own thread, talking to the local API over HTTP
 like any client), state under `./.anysentry/`,
 configuration from a folder of the same custom-resource manifests a cluster uses, and with
-`--demo` a clearly labelled synthetic feed so a newcomer sees a live system in one command."""
+`--demo` a clearly labelled synthetic feed so a newcomer sees a live system in one command.
+`PUBLIC_BASE_PATH` (SPEC §3.1) applies to both: the API also answers under the prefix and the UI is
+served under it (the UI itself still calls the API on its unprefixed local address)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import sys
 from pathlib import Path
 
-from anysentry.api.app import ApiSettings, build_app
+from anysentry.api.app import ApiSettings, SettingsError, build_app
 from anysentry.api.services import Services
 from anysentry.collector.demo import COLLECTOR_ID, SOURCE_NAME, DemoFeed
 from anysentry.events.model import ParsedBody
@@ -56,9 +59,9 @@ async def demo_loop(services: Services, interval: float = DEMO_INTERVAL_SECS) ->
 
 def build(args) -> tuple:
     data_dir = Path(args.data_dir or os.environ.get("ANYSENTRY_DATA_DIR", ".anysentry")).resolve()
+    settings = ApiSettings.from_env(host=args.host, port=args.port, data_dir=data_dir)  # settings errors first
     store_settings = StoreSettings.from_env(data_dir=str(data_dir))
     services = Services(store_settings=store_settings)
-    settings = ApiSettings.from_env(host=args.host, port=args.port, data_dir=data_dir)
     folder = ConfigFolder(args.config) if args.config else None
     demo = args.demo or os.environ.get("ANYSENTRY_SYNTHETIC_FEED", "off").lower() == "on"
 
@@ -82,8 +85,9 @@ def local_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def start_ui(args, api_port: int):
-    """The web UI on its own thread, pointed at the local API; None (and a warning) when it cannot start."""
+def start_ui(args, api_port: int, base_path: str = ""):
+    """The web UI on its own thread, pointed at the local API and served under `base_path` (normalised,
+    "" or "/prefix"); None (and a warning) when it cannot start."""
     from anysentry.webui.client import read_admin_token
     from anysentry.webui.server import UiSettings, UiThread, loopback_origins, origins_from_env
 
@@ -92,21 +96,28 @@ def start_ui(args, api_port: int):
     origins = origins_from_env() or (loopback_origins(port) if loopback else [])
     api_url = local_url(args.host, api_port)
     ui = UiThread(UiSettings(api_url=api_url, port=port, host=args.host, admin_token=read_admin_token(),
-                             allowed_origins=origins))
+                             allowed_origins=origins, base_path=base_path))
     try:
         bound = ui.start()
     except Exception as exc:  # the API is the core: run without the dashboard rather than not at all
         log.warning("web UI not started on %s:%d: %s", args.host, port, exc)
         return None
-    log.info("web UI on %s/ (API %s)", local_url(args.host, bound), api_url)
+    log.info("web UI on %s%s/ (API %s)", local_url(args.host, bound), base_path, api_url)
     return ui
 
 
 def run(args) -> int:
     configure_logging(args.log_level)
-    services, settings = build(args)
+    try:
+        services, settings = build(args)
+    except SettingsError as exc:
+        print(f"anysentry serve: {exc}", file=sys.stderr)
+        return 2
     app = build_app(services, settings)
-    ui = None if args.no_ui else start_ui(args, settings.port)
+    if settings.public_base_path:
+        log.info("public base path %s: the API also answers at %s%s/security-center", settings.public_base_path,
+                 local_url(settings.host, settings.port), settings.public_base_path)
+    ui = None if args.no_ui else start_ui(args, settings.port, settings.public_base_path)
     try:
         asyncio.run(serve_app(app, settings.host, settings.port, banner="anysentry serve "))
     finally:

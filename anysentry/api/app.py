@@ -1,7 +1,12 @@
 """The aiohttp application: middleware, the shared services, lifecycle and route registration.
 
 Route modules (ingest, sources, collectors, queries, config, health, ...) each expose
-`ROUTES: list[aiohttp.web.RouteDef]` with plain handler functions that read `request.app[SERVICES]`."""
+`ROUTES: list[aiohttp.web.RouteDef]` with plain handler functions that read `request.app[SERVICES]`.
+
+Public base path (SPEC §3.1 `PUBLIC_BASE_PATH`): behind an ingress at a sub-path that passes the path
+on unchanged, requests arrive as `<prefix>/security-center/...`; the prefix is stripped before routing.
+In-cluster clients (the ui Deployment, node collectors, the operator) call the Service directly without
+it, so the same application answers at both paths, with one set of services, middlewares and lifecycle."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import asyncio
 import importlib
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,12 +23,44 @@ from aiohttp import web
 from anysentry.api.auth import ManagementAuth
 from anysentry.api.http import ApiError, error_response
 from anysentry.api.services import Services
+from anysentry.resources.models import PUBLIC_BASE_PATH
 
 log = logging.getLogger("anysentry.api")
 API_BASE = "/security-center"
 DEFAULT_PORT = 29653
 SERVICES = web.AppKey("services", Services)
 SETTINGS = web.AppKey("settings", object)
+
+
+class SettingsError(ValueError):
+    """A setting the API cannot start with: commands print it and exit 2 rather than show a stack trace."""
+
+
+def normalize_public_base_path(value: str | None) -> str:
+    """`/anysentry/` and `/anysentry` are the prefix `/anysentry`; "" and "/" are none (""). The rule is
+    the CRD's (`spec.ui.publicBasePath`); anything else (no leading slash, `..`, a query) is refused
+    rather than served somewhere unexpected. A prefix under the API base itself would shadow its routes."""
+    text = (value or "").strip()
+    if not re.fullmatch(PUBLIC_BASE_PATH, text):
+        raise SettingsError(f"PUBLIC_BASE_PATH must be a path such as /anysentry/ (segments of letters, digits "
+                            f"and . _ ~ -, each starting with a letter or digit), got {value!r}")
+    text = text.rstrip("/")
+    if text == API_BASE or text.startswith(API_BASE + "/"):
+        raise SettingsError(f"PUBLIC_BASE_PATH cannot be {API_BASE} or under it (the API base), got {value!r}")
+    return text
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative, got {raw!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -34,12 +72,15 @@ class ApiSettings:
     data_dir: Path = field(default_factory=lambda: Path(".anysentry").resolve())
     state_flush_secs: float = 2.0
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "public_base_path", normalize_public_base_path(self.public_base_path))
+
     @classmethod
     def from_env(cls, **overrides) -> "ApiSettings":
         values = {
-            "port": int(os.environ.get("PORT", DEFAULT_PORT)),
-            "public_base_path": os.environ.get("PUBLIC_BASE_PATH", "").rstrip("/"),
-            "max_body_bytes": int(os.environ.get("ANYSENTRY_MAX_BODY_BYTES", 8 * 1024 * 1024)),
+            "port": _env_int("PORT", DEFAULT_PORT),
+            "public_base_path": os.environ.get("PUBLIC_BASE_PATH", ""),
+            "max_body_bytes": _env_int("ANYSENTRY_MAX_BODY_BYTES", 8 * 1024 * 1024),
             "data_dir": Path(os.environ.get("ANYSENTRY_DATA_DIR", ".anysentry")).resolve(),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -101,18 +142,24 @@ def route_modules() -> list:
     return modules
 
 
+def under_prefix(prefix: str, routes: list) -> list:
+    """The same routes as seen with `prefix` stripped: `<prefix><path>` routes exactly where `<path>` does."""
+    return [web.RouteDef(route.method, prefix + route.path, route.handler, route.kwargs) for route in routes]
+
+
 def build_app(services: Services, settings: ApiSettings) -> web.Application:
+    """One application, so both paths share handlers, services, JSON errors, CORS and one startup/cleanup."""
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[cors_middleware, errors_middleware])
     app[SERVICES] = services
     app[SETTINGS] = settings
-    for module in route_modules():
+    modules = route_modules()
+    for module in modules:
         app.add_routes(module.ROUTES)
+    if settings.public_base_path:
+        for module in modules:
+            app.add_routes(under_prefix(settings.public_base_path, module.ROUTES))
     app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)
-    if settings.public_base_path:
-        root = web.Application(client_max_size=settings.max_body_bytes)
-        root.add_subapp(settings.public_base_path, app)
-        return root
     return app
 
 
@@ -135,4 +182,5 @@ def publish_resource(request: web.Request, kind: str, record: dict) -> None:
         mirror.publish(kind, record)
 
 
-__all__ = ["ApiSettings", "ManagementAuth", "SERVICES", "API_BASE", "build_app", "management"]
+__all__ = ["ApiSettings", "ManagementAuth", "SERVICES", "API_BASE", "SettingsError", "build_app", "management",
+           "normalize_public_base_path"]

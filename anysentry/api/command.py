@@ -10,7 +10,7 @@ import asyncio
 import os
 import sys
 
-from anysentry.api.app import ApiSettings, build_app
+from anysentry.api.app import ApiSettings, SettingsError, build_app
 from anysentry.api.services import Services
 from anysentry.runner import configure_logging, serve_app
 
@@ -25,7 +25,11 @@ def run(args) -> int:
     configure_logging(args.log_level)
     from anysentry.operator import mirror, pods, policy_sync  # in a cluster: CRs are the truth (no-ops elsewhere)
 
-    settings = ApiSettings.from_env(host=args.host, port=args.port)
+    try:
+        settings = ApiSettings.from_env(host=args.host, port=args.port)
+    except SettingsError as exc:  # e.g. a PUBLIC_BASE_PATH that is not a path
+        print(f"anysentry api: {exc}", file=sys.stderr)
+        return 2
     in_cluster = bool(os.environ.get("ANYSENTRY_KUBE_NAMESPACE", "").strip())
     operations = os.environ.get("ANYSENTRY_OPERATIONS", "").strip() or ("operator" if in_cluster else "local")
     if operations not in ("local", "operator"):

@@ -8,7 +8,7 @@
 - status: conditions StorageReady, ApiAvailable, CollectorAvailable and Ready (True only when all
   three are), endpoints, Pods desired/ready, and a capped summary of open incidents and active
   alerts (counts and the most severe few);
-- the api's Pod-reading RBAC outside the namespace (`render.identity_rbac`: Roles in other namespaces,
+- the api's Pod-reading RBAC outside the namespace (`render_rbac.identity_rbac`: Roles in other namespaces,
   or a ClusterRole) cannot be owned by the AnySentry, so it is found by its labels: what the spec no
   longer asks for is deleted on every reconcile, and all of it when the AnySentry is deleted (the
   daemon's finalizer already holds the deletion until the operator has seen it)."""
@@ -27,16 +27,14 @@ from anysentry.operator import events
 from anysentry.operator.kube import KubeError, plain
 from anysentry.operator.loops import Installation, Runtime, configure_store, register_publisher, run_installation, runtime
 from anysentry.operator.render import (
-    IDENTITY_KINDS,
     clickhouse_credentials_secret,
     endpoints,
-    identity_labels,
-    identity_selector,
     names,
     owner_reference,
     render,
     storage_endpoint,
 )
+from anysentry.operator.render_rbac import IDENTITY_KINDS, identity_labels, identity_selector
 from anysentry.operator.handlers_source import open_alerts
 from anysentry.operator.status import awrite_status, from_ms, now_utc, with_conditions
 from anysentry.resources.models import (

@@ -13,6 +13,7 @@ Children of AnySentry `<n>` in its namespace:
   other listed namespace, or a ClusterRole + ClusterRoleBinding of that name for `*`. These cannot be
   owned by the AnySentry (an owner reference never crosses namespaces), so they carry its labels
   (`identity_selector`) and `handlers_anysentry` deletes them when the list changes or it goes.
+  Both RBAC parts are rendered in `render_rbac` (which builds on this module's names and labels).
 - ConfigMap `<n>-config`: the api's environment (SPEC §31); its hash rolls the Pods on change.
 - Deployment + Service `<n>-api`: `anysentry api`, readiness `/readyz`, liveness `/healthz`, the
   durable buffer (WAL) on an emptyDir at /var/lib/anysentry (it survives container restarts, DESIGN
@@ -34,7 +35,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from anysentry.resources.models import API_VERSION, GROUP, AnySentry, SecretKeyRef
+from anysentry.resources.models import API_VERSION, AnySentry, SecretKeyRef
 from anysentry.ops.standalone import resource_source_id
 
 API_PORT = 29653
@@ -55,9 +56,6 @@ DEFAULT_UI_RESOURCES = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits":
 DEFAULT_CLICKHOUSE_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
 COLLECTOR_CAPABILITIES = ("SYS_PTRACE", "DAC_READ_SEARCH")  # read every process's /proc entries; nothing more
 NON_ROOT_UID = 10001
-IDENTITY_COMPONENT = "pod-identity"
-INSTALLATION_NAMESPACE_LABEL = "anysentry.io/installation-namespace"
-IDENTITY_KINDS = ("RoleBinding", "Role", "ClusterRoleBinding", "ClusterRole")  # bindings go first
 
 
 def default_image() -> str:
@@ -246,6 +244,7 @@ def _clickhouse_credential_env(resource: AnySentry) -> list[dict]:
 
 def render(resource: AnySentry, options: RenderOptions | None = None) -> Rendered:
     """Every child of the installation (owner references set), and the children that must be absent."""
+    from anysentry.operator.render_rbac import api_rbac, identity_rbac  # builds on this module
     options = options or RenderOptions()
     meta = resource.metadata
     if not meta.name or not meta.namespace:
@@ -291,74 +290,9 @@ def service_account(name: str, namespace: str, instance: str, component: str, ow
             "automountServiceAccountToken": automount}
 
 
-def api_rbac(resource: AnySentry, owner: dict | None) -> list[dict]:
-    """Least privilege for the api: the anysentry.io resources REST management reads and writes
-    (never their status; delete and update only on notificationroutes, which REST replaces and
-    deletes) and the policy ConfigMap it follows. Secrets: `create` only, for the receivers' webhook
-    URLs of REST-written routes (content-named, never read or changed; the operator removes unused
-    ones). Pods: read, for the pod identity of events (§7.6), when this namespace is one it watches
-    (`identity_rbac` covers the others). The admin token, ClickHouse credentials and model keys reach
-    it as environment."""
-    meta, n = resource.metadata, names(resource.name)
-    name, ns = n["api"], meta.namespace
-    watched = identity_namespaces(resource)
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": _meta(name, ns, meta.name, "api", owner),
-        "rules": [
-            {"apiGroups": [GROUP], "resources": [p for p in API_MANAGED_PLURALS if p != "notificationroutes"],
-             "verbs": ["get", "list", "watch", "create", "patch"]},
-            {"apiGroups": [GROUP], "resources": ["notificationroutes"],
-             "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
-            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [POLICY_CONFIGMAP], "verbs": ["get"]},
-            *([_pod_reader()] if watched is not None and ns in watched else []),
-        ],
-    }
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": _meta(name, ns, meta.name, "api", owner),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}],
-    }
-    return [service_account(name, ns, meta.name, "api", owner, automount=True), role, binding]
-
-
 def identity_namespaces(resource: AnySentry) -> tuple[str, ...] | None:
     """The namespaces whose Pods the api reads (SPEC §7.6); None for every namespace."""
     return resource.spec.identity.effective(resource.metadata.namespace)
-
-
-def identity_labels(resource: AnySentry) -> dict[str, str]:
-    """What marks the pod-reading RBAC of an installation outside its namespace as its own."""
-    return labels(resource.name, IDENTITY_COMPONENT) | {INSTALLATION_NAMESPACE_LABEL: resource.metadata.namespace}
-
-
-def identity_selector(resource: AnySentry) -> str:
-    return ",".join(f"{key}={value}" for key, value in identity_labels(resource).items())
-
-
-def identity_rbac(resource: AnySentry) -> list[dict]:
-    """Read access to Pods for the api's ServiceAccount beyond its own namespace: a Role + RoleBinding
-    in each other listed namespace, or one ClusterRole + ClusterRoleBinding for `*`. No owner
-    reference (it cannot cross namespaces): labelled instead (`identity_selector`)."""
-    meta, api = resource.metadata, names(resource.name)["api"]
-    watched = identity_namespaces(resource)
-    name, rbac = f"anysentry:{meta.namespace}:{api}:pods", "rbac.authorization.k8s.io"
-    role, binding = ("ClusterRole", "ClusterRoleBinding") if watched is None else ("Role", "RoleBinding")
-    out: list[dict] = []
-    for ns in [None] if watched is None else [ns for ns in watched if ns != meta.namespace]:
-        where = {"name": name, **({"namespace": ns} if ns else {})}
-        out += [{"apiVersion": f"{rbac}/v1", "kind": role, "metadata": {**where, "labels": identity_labels(resource)},
-                 "rules": [_pod_reader()]},
-                {"apiVersion": f"{rbac}/v1", "kind": binding, "metadata": {**where, "labels": identity_labels(resource)},
-                 "roleRef": {"apiGroup": rbac, "kind": role, "name": name},
-                 "subjects": [{"kind": "ServiceAccount", "name": api, "namespace": meta.namespace}]}]
-    return out
-
-
-def _pod_reader() -> dict:
-    return {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
 
 
 def config_map(resource: AnySentry, owner: dict | None) -> dict:

@@ -168,7 +168,7 @@ def test_the_chart_operator_may_grant_pod_reads_elsewhere(k8s, spaces, admin, cl
     other namespaces, and the ClusterRole for `*` unless rbac.clusterWidePodIdentity is false."""
     import yaml
 
-    from anysentry.operator import render
+    from anysentry.operator import render_rbac
     from anysentry.operator.kube import KubeError
     from anysentry.resources.manifests import validate_object
 
@@ -188,7 +188,7 @@ def test_the_chart_operator_may_grant_pod_reads_elsewhere(k8s, spaces, admin, cl
                                             'metadata': {'name': 'sentry', 'namespace': home},
                                             'spec': {'identity': {'namespaces': namespaces}}})
         assert not errors, errors
-        return render.identity_rbac(resource)
+        return render_rbac.identity_rbac(resource)
 
     k8s.kubectl('apply', '-f', '-', check=True, input=json.dumps(cluster_role))
     k8s.kubectl('create', 'clusterrolebinding', name, f'--clusterrole={name}', f'--serviceaccount={home}:operator', check=True)

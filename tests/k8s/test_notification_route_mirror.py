@@ -64,14 +64,14 @@ async def test_rest_routes_and_kubectl_routes_are_one_state(k8s, ns, store_setti
 
     from anysentry.api.app import ApiSettings, build_app
     from anysentry.api.services import Services
-    from anysentry.operator import mirror, render
+    from anysentry.operator import mirror, render_rbac
     from anysentry.operator.kube import Kube, KubeError
 
     # no AnySentry here, so no operations cycle: unused Secrets are removed only when a route changes,
     # and a grace of 0 lets that take the replaced Secret at once
     with operator_running(k8s, [ns], tmp_path, ANYSENTRY_OPERATOR_SECRET_GRACE_SECS='0') as operator:
         admin = Kube.from_environment(str(k8s.kubeconfig))
-        for manifest in render.api_rbac(installation(ns), None):
+        for manifest in render_rbac.api_rbac(installation(ns), None):
             admin.apply(manifest)
         as_api = acting_as(k8s, f'system:serviceaccount:{ns}:sentry-api')
         services = Services(store_settings=store_settings)
@@ -181,7 +181,7 @@ def test_the_chart_operator_may_grant_the_api_role(k8s, ns):
     """Kubernetes lets an account grant only what it holds: the chart's operator creates the api Role."""
     import yaml
 
-    from anysentry.operator import render
+    from anysentry.operator import render_rbac
     from anysentry.operator.kube import KubeError
 
     from .control_plane import BIN
@@ -197,7 +197,7 @@ def test_the_chart_operator_may_grant_the_api_role(k8s, ns):
                     f'--serviceaccount={ns}:operator', check=True)
         as_operator = acting_as(k8s, f'system:serviceaccount:{ns}:operator')
         try:
-            role = render.api_rbac(installation(ns), None)[1]
+            role = render_rbac.api_rbac(installation(ns), None)[1]
             created = as_operator.create(role)
             assert created['rules'] == role['rules']
             beyond = {**role, 'metadata': {'name': 'beyond', 'namespace': ns},

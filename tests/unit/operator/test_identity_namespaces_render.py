@@ -12,7 +12,7 @@ import pytest
 from fake_kube import FakeKube
 from test_operator_render import installation, k8s_errors  # noqa: E402 - sibling test module
 
-from anysentry.operator import events, handlers_anysentry, render
+from anysentry.operator import events, handlers_anysentry, render, render_rbac
 from anysentry.operator.kube import AsyncKube
 from anysentry.operator.loops import Runtime, Settings
 from anysentry.resources.manifests import load_manifests, validate_object
@@ -95,11 +95,11 @@ def test_every_namespace_is_one_cluster_role_and_binding(namespaces):
 
 
 def test_installations_of_one_name_in_two_namespaces_do_not_share_rbac():
-    first = render.identity_rbac(installation({"identity": {"namespaces": ["agents"]}}, namespace="team-a"))
-    second = render.identity_rbac(installation({"identity": {"namespaces": ["agents"]}}, namespace="team-b"))
+    first = render_rbac.identity_rbac(installation({"identity": {"namespaces": ["agents"]}}, namespace="team-a"))
+    second = render_rbac.identity_rbac(installation({"identity": {"namespaces": ["agents"]}}, namespace="team-b"))
     assert {m["metadata"]["namespace"] for m in first + second} == {"agents"}
     assert {m["metadata"]["name"] for m in first}.isdisjoint({m["metadata"]["name"] for m in second})
-    assert render.identity_selector(installation(namespace="team-a")) != render.identity_selector(installation(namespace="team-b"))
+    assert render_rbac.identity_selector(installation(namespace="team-a")) != render_rbac.identity_selector(installation(namespace="team-b"))
 
 
 def test_changing_the_namespaces_rolls_the_api():
@@ -148,7 +148,7 @@ def put_installation(kube, namespaces, namespace="ns1") -> AnySentry:
 
 def rbac_outside(kube, installation_ns="ns1") -> set:
     return {(k, ns, n) for (k, ns, n), obj in kube.objects.items()
-            if k in render.IDENTITY_KINDS and ns != installation_ns
+            if k in render_rbac.IDENTITY_KINDS and ns != installation_ns
             and obj["metadata"].get("labels", {}).get("anysentry.io/installation-namespace") == installation_ns}
 
 
