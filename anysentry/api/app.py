@@ -70,7 +70,6 @@ class ApiSettings:
     public_base_path: str = ""
     max_body_bytes: int = 8 * 1024 * 1024
     data_dir: Path = field(default_factory=lambda: Path(".anysentry").resolve())
-    state_flush_secs: float = 2.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "public_base_path", normalize_public_base_path(self.public_base_path))

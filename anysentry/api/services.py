@@ -57,11 +57,13 @@ class PolicyState:
 class Services:
     store_settings: StoreSettings = field(default_factory=StoreSettings.from_env)
     auth: ManagementAuth = field(default_factory=ManagementAuth.from_env)
-    state_flush_secs: float = 2.0
+    state_flush_secs: float | None = None  # default: store_settings.state_flush_interval
     operations: str = "local"
     state_refresh_secs: float = 5.0
 
     def __post_init__(self) -> None:
+        if self.state_flush_secs is None:
+            self.state_flush_secs = self.store_settings.state_flush_interval
         self.store = Store(self.store_settings)
         self.wal = WriteAheadLog(self.store_settings.wal_dir, self.store_settings.buffer_max_bytes)
         self.writer = EventWriter(self.store, self.wal)

@@ -15,6 +15,10 @@ DEFAULT_DATABASE = "anysentry"
 DEFAULT_RETENTION_DAYS = 90
 DEFAULT_BUFFER_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_FLUSH_INTERVAL = 1.0
+# Books (sources, incidents, alerts, ...) are written to their state tables this often. Every write
+# is an engine call, and embedded chdb holds the GIL for part of each one, stalling requests in the
+# same process (bench/guard.py): under ingest the counters change constantly, so not too often.
+DEFAULT_STATE_FLUSH_INTERVAL = 5.0
 DEFAULT_BATCH_SIZE = 5000
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -57,6 +61,7 @@ class StoreSettings:
     retention_days: int = DEFAULT_RETENTION_DAYS
     buffer_max_bytes: int = DEFAULT_BUFFER_MAX_BYTES
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
+    state_flush_interval: float = DEFAULT_STATE_FLUSH_INTERVAL
     batch_size: int = DEFAULT_BATCH_SIZE
     chdb_dir: str = ""  # overrides `<data_dir>/chdb` (tests share one engine path per process)
 
@@ -96,6 +101,8 @@ class StoreSettings:
             buffer_max_bytes=_int_env(env, "ANYSENTRY_BUFFER_MAX_BYTES", DEFAULT_BUFFER_MAX_BYTES, minimum=1),
             flush_interval=_float_env(env, "ANYSENTRY_FLUSH_INTERVAL_SECS", DEFAULT_FLUSH_INTERVAL, minimum=0.01),
             batch_size=_int_env(env, "ANYSENTRY_BATCH_SIZE", DEFAULT_BATCH_SIZE, minimum=1),
+            state_flush_interval=_float_env(env, "ANYSENTRY_STATE_FLUSH_SECS", DEFAULT_STATE_FLUSH_INTERVAL,
+                                            minimum=0.05),
         )
         values.update(overrides)
         return cls(**values)
