@@ -240,37 +240,33 @@ class Links:
         return True
 
     # ---- per-type context ----------------------------------------------------------------------
-    def objective_target(self, b: Bundle, record: dict) -> None:
-        kind, target = record.get("targetType"), record.get("targetId") or ""
-        if kind == "workspace" and target:
+    def _target(self, b: Bundle, kind: object, target: str, *, bare_agents: bool = False) -> None:
+        """An objective's or window's target into the bundle's scope; `bare_agents`: an agent named
+        without its workspace (`agentId` rather than `workspace:agentId`) is looked up in the inventory."""
+        if not target:
+            return
+        if kind == "workspace":
             b.workspaces.add(target)
-        elif kind == "agent" and target:
+        elif kind == "agent":
             ws, sep, agent = target.rpartition(":")
             if sep and ws:
                 b.agents.add((ws, agent))
                 b.workspaces.add(ws)
-        elif kind == "collector" and target:
-            b.collectors.add(target)
-        elif kind == "source" and target:
-            b.sources.add(target)
-
-    def maintenance_context(self, b: Bundle, window: dict, now: int) -> None:
-        kind, target = window.get("targetType"), window.get("targetId") or ""
-        if kind == "workspace" and target:
-            b.workspaces.add(target)
-        elif kind == "agent" and target:
-            ws, sep, agent = target.rpartition(":")
-            if sep and ws:
-                b.agents.add((ws, agent))
-                b.workspaces.add(ws)
-            else:
+            elif bare_agents:
                 for meta in self._values_of_inventory():
                     if meta.get("agentId") == target:
                         b.agents.add((meta.get("workspacePath", ""), target))
-        elif kind == "collector" and target:
+        elif kind == "collector":
             b.collectors.add(target)
-        elif kind == "source" and target:
+        elif kind == "source":
             b.sources.add(target)
+
+    def objective_target(self, b: Bundle, record: dict) -> None:
+        self._target(b, record.get("targetType"), record.get("targetId") or "")
+
+    def maintenance_context(self, b: Bundle, window: dict, now: int) -> None:
+        kind, target = window.get("targetType"), window.get("targetId") or ""
+        self._target(b, kind, target, bare_agents=True)
         try:
             from anysentry.ops.maintenance import SUPPRESSED_NOTE, target_matches
         except ImportError:
