@@ -1,17 +1,25 @@
 """Notification channels, routes and the delivery log (SPEC §17). Secrets are write-only.
 
+A channel's webhook URL and HMAC key never reach the store: in a cluster they go into a Secret the api
+creates, standalone into a local file beside the store (`_keep_channel`).
+
 In a cluster (`services.mirror` set) a route is a NotificationRoute resource: POST, PUT and DELETE
 write it (its receivers' URLs go into Secrets the api creates), and a new URL on a channel repoints
 the receivers made from it (`anysentry.operator.mirror_routes`)."""
 
 from __future__ import annotations
 
+import secrets
+
 from aiohttp import web
 
 from anysentry.api.app import SERVICES, management
 from anysentry.api.auth import actor_from
 from anysentry.api.http import ApiError, clamp_int, ok, read_object
-from anysentry.ops.notifications import SECRET_FIELDS, NotificationError, Notifier
+from anysentry.events.ids import hash_id
+from anysentry.events.timefmt import now_ms
+from anysentry.ops.local_channel_secrets import keep_channel, local_store
+from anysentry.ops.notifications import ENV_CHANNEL_ID, SECRET_FIELDS, NotificationError, Notifier, _text
 
 SELECTORS = ("channelId", "routeId", "kind", "minSeverity", "workspacePath", "agentId", "collectorId", "sourceId",
              "owner", "team", "deliveryId", "alertId", "incidentId", "eventId", "taskId", "objectiveId", "issueId")
@@ -48,15 +56,41 @@ async def _channel_secrets_changed(request: web.Request, body: dict, record: dic
         await routes.channel_changed(record)
 
 
+async def _keep_channel(request: web.Request, notifier: Notifier, body: dict, channel_id: str) -> dict:
+    """Create or change a channel so that its URL and key never reach the store: in a cluster they go
+    into a Secret the api creates (the operator reads it and delivers), standalone into a local file
+    beside the store (`ops.local_channel_secrets`). Either way the channel is Secret-sourced."""
+    actor = actor_from(request)
+    try:
+        if channel_id == ENV_CHANNEL_ID:
+            raise NotificationError(f"channel {ENV_CHANNEL_ID} is read-only (set by ANYSENTRY_ALERT_WEBHOOK_URL)")
+        routes = _cluster_routes(request)
+        if routes is not None:
+            ref = None
+            if any(key in body for key in SECRET_FIELDS):
+                try:
+                    ref = await routes.channel_secret(channel_id, body, notifier.channels.get(channel_id))
+                except routes.WriteFailed as exc:
+                    raise ApiError(503, str(exc)) from exc
+            return notifier.create_channel({**body, "channelId": channel_id}, actor=actor, secret_ref=ref)
+        store = local_store(request.app[SERVICES])
+        if store is None:
+            raise ApiError(503, "notification channels cannot be kept here")
+        try:
+            return keep_channel(notifier, store, body, channel_id, actor=actor)
+        except OSError as exc:
+            raise ApiError(503, f"the channel's webhook URL and key could not be kept: {exc.strerror}") from exc
+    except NotificationError as exc:
+        raise ApiError(400, str(exc)) from exc
+
+
 async def create_channel(request: web.Request) -> web.Response:
     management(request)
     body = await read_object(request)
     notifier = _notifier(request)
-    existed = notifier.channels.get(str(body.get("channelId") or "")) is not None
-    try:
-        record = notifier.create_channel(body, actor=actor_from(request))
-    except NotificationError as exc:
-        raise ApiError(400, str(exc)) from exc
+    channel_id = _text(body.get("channelId"), 160) or hash_id("chn", [now_ms(), secrets.token_hex(8)])
+    existed = notifier.channels.get(channel_id) is not None
+    record = await _keep_channel(request, notifier, body, channel_id)
     if existed:
         await _channel_secrets_changed(request, body, record)
     return ok(notifier.channel_item(record), status=201)
@@ -66,12 +100,10 @@ async def update_channel(request: web.Request) -> web.Response:
     management(request)
     body = await read_object(request)
     notifier = _notifier(request)
-    try:
-        record = notifier.update_channel(request.match_info["channel_id"], body, actor=actor_from(request))
-    except NotificationError as exc:
-        raise ApiError(400, str(exc)) from exc
-    if record is None:
+    channel_id = request.match_info["channel_id"]
+    if channel_id != ENV_CHANNEL_ID and notifier.channels.get(channel_id) is None:
         raise ApiError(404, "notification channel not found")
+    record = await _keep_channel(request, notifier, {k: v for k, v in body.items() if k != "channelId"}, channel_id)
     await _channel_secrets_changed(request, body, record)
     return ok(notifier.channel_item(record))
 

@@ -120,6 +120,9 @@ class Services:
         self.collectors.load(await self.heartbeat_table.aall())
         self.audit.load(await self.audit_table.aall())
         await self.book_sync.refresh()  # every book; the refresh loop (operator mode) goes on from here
+        from anysentry.ops.local_channel_secrets import hold_local_values
+
+        hold_local_values(self)  # standalone: REST channels' URLs and keys from their local files, before any delivery
         if not self.policy.locked:
             stored = await self.config.aget("policy")
             if isinstance(stored, dict):

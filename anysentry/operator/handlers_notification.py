@@ -7,7 +7,10 @@ memory: the channel is marked as Secret-sourced (`secretRef`), so the store gets
 key, the api replicas leave it alone, and the operator delivers (`ops.notification_secrets`). They are
 read again on every reconcile, and on start (kopf resumes every route) before anything is delivered
 to a channel the store gave back without them. Deliveries api replicas queue for those channels are
-sent from here too (`deliver_handed_over`, every operations cycle). Status: deliveries ok / failed / not
+sent from here too (`deliver_handed_over`, every operations cycle). Channels created through REST in
+a cluster keep their URL and key in a Secret the api creates (`mirror_routes.RouteMirror.channel_secret`):
+every cycle, a Secret-sourced channel the store gave without values gets them from the Secrets it
+names (`hold_channel_secrets`), so the operator delivers to it too. Status: deliveries ok / failed / not
 sent through this route, the last delivery and error, per-receiver state; `Ready=False` with reason
 `SecretNotFound` (and a Warning Event) while a referenced Secret or key is missing.
 
@@ -28,7 +31,7 @@ import kopf
 
 from anysentry.operator import events
 from anysentry.ops.standalone import apply_route, channel_id, route_id
-from anysentry.ops.notification_secrets import QUEUED
+from anysentry.ops.notification_secrets import QUEUED, SECRET_FIELDS, STORED_ONLY, from_secret
 from anysentry.operator.kube import plain
 from anysentry.operator.loops import Installation, Runtime, register_publisher, runtime
 from anysentry.operator.mirror_routes import API_MANAGER, MANAGED_BY, ROUTE_LABEL
@@ -183,6 +186,42 @@ async def publish_routes(rt: Runtime, inst: Installation) -> None:
     for obj in routes:
         await publish_route(rt.kube, inst.engine, obj)
     await prune_api_secrets(rt.kube, inst.namespace, routes)
+
+
+async def hold_channel_secrets(kube, engine, namespace: str) -> list[str]:
+    """Every Secret-sourced channel of the book that lacks its values (a REST channel whose URL and key
+    the api put into a Secret, or any channel the store gave back without them) gets them from the
+    Secrets its `secretRef` names, held in memory only; a missing Secret is retried next cycle.
+    Returns the ids of the channels that got their values."""
+    notifier = getattr(engine, "notifications", None)
+    if notifier is None:
+        return []
+    cache: dict[str, dict | None] = {}
+    held = []
+    for channel in list(notifier.channels.values()):
+        refs = channel.get("secretRef") if isinstance(channel.get("secretRef"), dict) else {}
+        refs = {f: r for f, r in refs.items() if f in SECRET_FIELDS and isinstance(r, dict) and r.get("name")}
+        if not from_secret(channel) or "webhookUrl" in channel or not refs:
+            continue
+        values = {}
+        for field_, ref in refs.items():
+            if ref["name"] not in cache:
+                cache[ref["name"]] = await kube.get("Secret", namespace, ref["name"])
+            values[field_] = secret_value(cache[ref["name"]], ref.get("key") or "")
+        if any(v is None for v in values.values()):
+            log.debug("channel %s: a Secret it references is not readable yet", channel["channelId"])
+            continue
+        for key in STORED_ONLY:
+            channel.pop(key, None)
+        channel.update({f: values.get(f) or "" for f in SECRET_FIELDS})  # in memory: nothing to write back
+        held.append(channel["channelId"])
+    return held
+
+
+@register_publisher
+async def hold_channels(rt: Runtime, inst: Installation) -> None:
+    """Before handed-over deliveries are sent: every channel's values read from its Secrets."""
+    await hold_channel_secrets(rt.kube, inst.engine, inst.namespace)
 
 
 @register_publisher

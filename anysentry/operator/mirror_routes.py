@@ -8,6 +8,11 @@ as the api's. The api may create Secrets but never read or change them (its Role
 only): a changed URL is a new Secret and a repointed `secretKeyRef`; the operator deletes the api's
 Secrets that no route references any more.
 
+A channel created or changed through REST keeps its URL and key in a Secret too
+(`anysentry-channel-<hash12>`, `RouteMirror.channel_secret`), labelled as a channel's (never selected
+by that pruning, no owner); a route naming such a channel on a replica that does not hold its values
+references that Secret directly. The operator reads it (`handlers_notification.hold_channel_secrets`).
+
 Ids are the resource's everywhere (`rou_<ns>_<name>`, receiver channels `chn_<ns>_<name>_<receiver>`),
 so an api replica holds the same records the operator builds from the same resource, and a REST
 route's `channelIds` become its receivers' channels once written. The channel a receiver was copied
@@ -38,6 +43,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from anysentry.operator.kube import KubeError
+from anysentry.ops.notification_secrets import from_secret
 from anysentry.ops.notifications import ENV_CHANNEL_ID, SECRET_FIELDS, NotificationError, Notifier
 from anysentry.ops.objectives import resource_id
 from anysentry.ops.standalone import channel_id, route_id, route_record
@@ -53,6 +59,11 @@ SECRET_SALT = "anysentry.io/secret-salt"
 URL_KEY = "webhookUrl"
 HMAC_KEY = "hmacKey"
 MAX_RECEIVERS = 10
+CHANNEL_LABEL = "anysentry.io/notification-channel"  # a REST channel's Secret (never ROUTE_LABEL)
+CHANNEL_ANNOTATION = "anysentry.io/channel-id"
+CHANNEL_KEYS = {"webhookUrl": URL_KEY, "signingKey": HMAC_KEY}
+REF_FIELDS = (("webhookUrl", "webhookUrlSecretRef"), ("signingKey", "hmacKeySecretRef"))
+LIMITS = {"webhookUrl": 2048, "signingKey": 512}  # what the notifier keeps of each
 ACTOR = {"type": "system", "id": "anysentry-api"}
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -188,15 +199,43 @@ def plan_receivers(namespace: str, route: str, channel_ids: list[str], channels:
                 continue
         else:
             channel = channels.get(cid) or {}
-            if not channel.get("webhookUrl"):
+            refs = secret_refs_of(channel)
+            if not channel.get("webhookUrl") and "webhookUrl" not in refs:
                 continue
             name = by_source.get(cid) if by_source.get(cid) not in taken else None
             name = name or receiver_name(channel.get("name") or cid, taken)
-            plan.given[name] = fresh.get(name) or (channel["webhookUrl"], channel.get("signingKey") or "")
             plan.sources[name] = cid
+            if not fresh.get(name) and not channel.get("webhookUrl"):  # a REST channel's own Secret, not held here
+                taken.add(name)
+                plan.receivers.append({"name": name, **{ref_field: refs[f] for f, ref_field in REF_FIELDS if f in refs}})
+                continue
+            plan.given[name] = fresh.get(name) or (channel["webhookUrl"], channel.get("signingKey") or "")
         taken.add(name)
         plan.receivers.append({"name": name})
     return plan
+
+
+def secret_refs_of(channel: dict) -> dict:
+    """{field: {name, key}} of the Secrets a REST channel's values are in (`channel_secret`)."""
+    refs = channel.get("secretRef") if isinstance(channel.get("secretRef"), dict) else {}
+    return {f: {"name": r["name"], "key": r.get("key") or ""} for f, r in refs.items()  # type: ignore[union-attr]
+            if f in SECRET_FIELDS and isinstance(r, dict) and r.get("name")}
+
+
+def channel_secret_name(cid: str, values: dict[str, str]) -> str:
+    """`anysentry-channel-<hash12>`: named by the channel and its content, so a retried write meets its own."""
+    digest = hashlib.sha256(json.dumps([cid, sorted(values.items())]).encode()).hexdigest()[:12]
+    return f"anysentry-channel-{digest}"
+
+
+def channel_secret_manifest(namespace: str, name: str, cid: str, values: dict[str, str]) -> dict:
+    """A REST channel's Secret: immutable, labelled as the api's channel Secret (no route owns it, and
+    the operator's pruning of unreferenced route Secrets never selects it)."""
+    data = {CHANNEL_KEYS[f]: base64.b64encode(v.encode()).decode() for f, v in values.items()}
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True, "data": data,
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {MANAGED_BY: API_MANAGER, CHANNEL_LABEL: label_value(dns_name(cid, "channel", 63))},
+                         "annotations": {CHANNEL_ANNOTATION: cid}}}
 
 
 def receiver_refs(receiver: str, secret: str, key: str) -> dict:
@@ -326,7 +365,8 @@ class RouteMirror:
         channel_ids = [c for c in channel_ids or [] if isinstance(c, str)]
         name = resource_name_of(self.namespace, current["routeId"]) if current else None
         usable = {c for c in channel_ids if (name and receiver_of(self.namespace, name, c))
-                  or (self.notifier.channel(c) or {}).get("webhookUrl")}
+                  or (self.notifier.channel(c) or {}).get("webhookUrl")
+                  or "webhookUrl" in secret_refs_of(self.notifier.channel(c) or {})}
         if not usable:
             raise RouteNotWritable("in a cluster a notification route is a NotificationRoute resource, which needs a "
                                    "receiver: list at least one channel that has a webhookUrl in channelIds")
@@ -357,7 +397,8 @@ class RouteMirror:
         for cid in record.get("channelIds") or []:
             channel = self.notifier.channel(cid)
             if channel is not None:
-                channels[cid] = {k: channel.get(k) or "" for k in ("name", *SECRET_FIELDS)}
+                channels[cid] = {**{k: channel.get(k) or "" for k in ("name", *SECRET_FIELDS)},
+                                 "secretRef": secret_refs_of(channel) if from_secret(channel) else {}}
         try:
             obj, given = await asyncio.to_thread(write_route, self.kube, self.namespace, name, record, channels, fresh)
         except RouteNotWritable:
@@ -383,6 +424,32 @@ class RouteMirror:
             self.errors += 1
             raise WriteFailed(f"the NotificationRoute resource {name} could not be deleted, nothing changed: {exc}") from exc
         self._forget_channels({"metadata": {"namespace": self.namespace, "name": name}}, keep=())
+
+    async def channel_secret(self, cid: str, body: dict, current: dict | None) -> dict | None:
+        """The `secretRef` of REST channel `cid` once `body` applies: the URL and key it gives go into a
+        new Secret (the api may create Secrets, never read them), the others keep theirs; an inline
+        value an older version held is moved along. The operator reads the Secret and delivers. None
+        for a NotificationRoute's receiver channel: its route's Secrets are repointed instead."""
+        if receiver_channel(self.namespace, cid) is not None:
+            return None
+        given = {f: body[f].strip()[:LIMITS[f]] if isinstance(body[f], str) else "" for f in SECRET_FIELDS if f in body}
+        refs = {f: r for f, r in secret_refs_of(current or {}).items() if f not in given} if from_secret(current) else {}
+        values = {f: v for f, v in given.items() if v}
+        if current is not None and not from_secret(current):
+            values.update({f: current[f] for f in SECRET_FIELDS if f not in given and current.get(f)})
+        if values:
+            name = channel_secret_name(cid, values)
+            try:
+                await asyncio.to_thread(self.kube.create, channel_secret_manifest(self.namespace, name, cid, values))
+            except KubeError as exc:
+                if exc.status != 409:  # 409: this content has its Secret already
+                    self.errors += 1
+                    raise WriteFailed(f"the Secret for channel {cid} could not be created, nothing changed: {exc}") from exc
+            except Exception as exc:
+                self.errors += 1
+                raise WriteFailed(f"the Secret for channel {cid} could not be created, nothing changed: {exc}") from exc
+            refs.update({f: {"name": name, "key": CHANNEL_KEYS[f]} for f in values})
+        return refs
 
     async def channel_changed(self, channel: dict) -> None:
         """A channel got a new URL or key: every receiver made from it gets a new Secret."""

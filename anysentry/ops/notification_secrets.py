@@ -13,7 +13,11 @@ folder at start. A delivery to a channel the store gave back without them waits 
 `secret_wait_secs`. A cluster's api replica (`holds_secrets = False`) hands its deliveries to such
 channels (a resolve it serves, ...) over as a `queued` delivery row with the alert snapshot; the
 operator's cycle `take_over`s the rows it merges and writes the outcome under the same `deliveryId`.
-Queued rows are not listed."""
+Queued rows are not listed.
+
+Channels created through REST are Secret-sourced too: in a cluster the api puts their values into a
+Secret it creates (`secretRef` as above) and the operator's cycle reads it; without a cluster they go
+to a local file (`secretRef: {"local": <file>}`, `ops.local_channel_secrets`)."""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from anysentry.ops.book import Book
 
 SECRET_FIELDS = ("webhookUrl", "signingKey")
 SECRET_SOURCE = "secret"  # `source` of a channel whose URL and key live in Secrets (Kubernetes, or serve's local ones)
+LOCAL_REF = "local"  # secretRef {"local": <file>}: values in a local file, not a Secret
 STORED_ONLY = ("endpointPreview", "signingKeyConfigured")  # what the store keeps of a Secret's values
 SECRET_WAIT_SECS = 30.0
 QUEUED = "queued"  # a delivery an api replica handed to the operator, not sent yet
@@ -74,7 +79,10 @@ def _name(value: object) -> str:
 
 
 def _secret_ref(value: dict) -> dict:
-    """{field: {name, key}} of the Secrets holding a channel's values: names only, never values."""
+    """{field: {name, key}} of the Secrets holding a channel's values, or {"local": file} of a REST
+    channel's values kept beside a standalone store (`ops.local_channel_secrets`): names only."""
+    if isinstance(value.get(LOCAL_REF), str):
+        return {LOCAL_REF: _name(value[LOCAL_REF])}
     out = {}
     for field_ in SECRET_FIELDS:
         ref = value.get(field_)
@@ -102,6 +110,16 @@ class ChannelBook(Book):
 
     table_name = "notification_channels"
     id_field = "channelId"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.removed_listeners: list[Callable[[dict], None]] = []  # e.g. forget a channel's local values
+
+    def remove(self, key: str) -> None:
+        record = self.records.get(key)
+        super().remove(key)
+        for listener in self.removed_listeners if record is not None else ():
+            listener(record)
 
     def drain(self) -> tuple[dict[str, dict], list[str]]:
         changed, deleted = super().drain()
@@ -138,6 +156,7 @@ class SecretDelivery:
         self.holds_secrets = True  # delivers to Secret-sourced channels (operator, serve), not a cluster's api replica
         self.secret_channel: Callable[[str], bool] | None = None  # ids whose values come from Secrets, whatever the body
         self.secret_wait_secs = SECRET_WAIT_SECS
+        self.local_values = None  # ops.local_channel_secrets.LocalChannelSecrets of a standalone process
         self._taken: dict[str, None] = {}  # queued deliveries this process took over (insertion-ordered, capped)
 
     def _mark_source(self, record: dict, body: dict, secret_ref: dict | None) -> None:
