@@ -14,7 +14,7 @@ DEFAULT_DATA_DIR = "./.anysentry"
 DEFAULT_DATABASE = "anysentry"
 DEFAULT_RETENTION_DAYS = 90
 DEFAULT_BUFFER_MAX_BYTES = 256 * 1024 * 1024
-DEFAULT_FLUSH_INTERVAL = 1.0
+DEFAULT_FLUSH_INTERVAL = 2.0  # SPEC §29: "flushed about every 2 s" (a quiet writer flushes sooner)
 # Books (sources, incidents, alerts, ...) are written to their state tables this often. Every write
 # is an engine call, and embedded chdb holds the GIL for part of each one, stalling requests in the
 # same process (bench/guard.py): under ingest the counters change constantly, so not too often.
