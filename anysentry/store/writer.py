@@ -33,9 +33,11 @@ log = logging.getLogger(__name__)
 __all__ = ["BufferFull", "EventWriter", "WriterStats"]
 
 # Ingest counts as quiet after this long without a submit; a quiet writer flushes what it holds,
-# but not more often than every `flush_interval * _QUIET_FLUSH_SHARE` (few, large parts).
+# but not more often than every `flush_interval * _QUIET_FLUSH_SHARE` (few, large parts), capped at
+# `_QUIET_GAP_MAX_SECS` so that what went quiet is soon readable whatever the interval.
 _QUIET_SECS = 0.05
 _QUIET_FLUSH_SHARE = 0.25
+_QUIET_GAP_MAX_SECS = 0.25
 _COMMITTER_IDLE_SECS = 30.0  # the committer thread ends after this long without a submission
 
 
@@ -74,7 +76,7 @@ class EventWriter:
         self.batch_size = max(1, batch_size or store.settings.batch_size)
         self.flush_interval = flush_interval if flush_interval is not None else store.settings.flush_interval
         self.quiet_secs = min(_QUIET_SECS, self.flush_interval)
-        self.quiet_gap = self.flush_interval * _QUIET_FLUSH_SHARE
+        self.quiet_gap = min(_QUIET_GAP_MAX_SECS, self.flush_interval * _QUIET_FLUSH_SHARE)
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         # Beyond this many queued events the in-memory copies are dropped and the WAL is replayed.
