@@ -105,8 +105,11 @@ def test_settings_from_env(tmp_path):
             "ANYSENTRY_DATA_DIR": str(tmp_path / "d"),
             "ANYSENTRY_RETENTION_DAYS": "30",
             "ANYSENTRY_BUFFER_MAX_BYTES": "1048576",
+            "ANYSENTRY_FLUSH_INTERVAL_SECS": "0.5",
+            "ANYSENTRY_STATE_FLUSH_SECS": "10",
         }
     )
+    assert settings.flush_interval == 0.5 and settings.state_flush_interval == 10.0
     assert settings.embedded and settings.mode == "embedded"
     assert settings.database == "sentry_x"
     assert settings.chdb_path == str(tmp_path / "d" / "chdb")
@@ -115,7 +118,8 @@ def test_settings_from_env(tmp_path):
     defaults = StoreSettings.from_env({})
     assert defaults.database == "anysentry" and defaults.retention_days == 90
     assert defaults.buffer_max_bytes == 256 * 1024 * 1024
-    assert defaults.flush_interval == 1.0 and defaults.batch_size == 5000
+    assert defaults.flush_interval == 2.0 and defaults.batch_size == 5000  # SPEC §29: about every 2 s
+    assert defaults.state_flush_interval == 5.0
     assert defaults.data_dir.endswith(".anysentry") and defaults.data_dir.startswith("/")
     server = StoreSettings.from_env({"CLICKHOUSE_URL": "http://ch:8123", "CLICKHOUSE_USER": "u"})
     assert not server.embedded and server.mode == "clickhouse" and server.user == "u"
