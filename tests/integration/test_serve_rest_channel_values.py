@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from test_serve_secret_channels import raise_alert, raw_rows, receiver, serving, signed_by
+from secret_canaries import raw_rows, signed_by, webhook_receiver
+from test_serve_secret_channels import raise_alert, serving
 
 
 @pytest.fixture
@@ -50,7 +51,8 @@ async def test_rest_channel_values_live_in_a_local_file_and_deliver_after_a_rest
     key2 = f"hmac-canary-{uuid.uuid4().hex}"
     folder = Path(serve_args.data_dir) / "secrets" / "notification-channels"
     caplog.set_level(logging.INFO)
-    async with receiver() as (port, got):
+    async with webhook_receiver() as hook:
+        port, got = hook.port, hook.received
         async with serving(serve_args) as (services, session):
             store = services.store
             notifier = services.ops.notifications

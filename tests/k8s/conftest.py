@@ -63,3 +63,12 @@ def k8s_namespace(k8s):
     k8s.kubectl('create', 'namespace', name, check=True)
     yield name
     k8s.kubectl('delete', 'namespace', name, '--wait=false')
+
+
+@pytest.fixture
+async def receiver():
+    """A webhook receiver on 127.0.0.1 recording every POST (`secret_canaries.webhook_receiver`)."""
+    from secret_canaries import webhook_receiver
+
+    async with webhook_receiver() as hook:
+        yield hook

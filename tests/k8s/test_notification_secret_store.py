@@ -7,12 +7,11 @@ that store reads the Secret again before it delivers."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import uuid
 
 import pytest
+from secret_canaries import raw_rows, signed_by
 
 from .test_operator_helpers import apply_crds
 
@@ -22,40 +21,6 @@ pytestmark = pytest.mark.k8s
 @pytest.fixture
 def ns(k8s_namespace):
     return k8s_namespace
-
-
-@pytest.fixture
-async def receiver():
-    """A webhook receiver listening on 127.0.0.1: every POST as (path, headers, body)."""
-    from aiohttp import web
-    from aiohttp.test_utils import TestServer
-
-    received: list[tuple[str, dict, bytes]] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        received.append((request.path, dict(request.headers), await request.read()))
-        return web.Response(text='ok')
-
-    app = web.Application()
-    app.router.add_post('/{tail:.*}', hook)
-    server = TestServer(app, host='127.0.0.1')
-    await server.start_server()
-    server.received = received
-    yield server
-    await server.close()
-
-
-def raw_rows(store, database: str) -> str:
-    """Every row of every table of the test's database, every version, as text."""
-    dump = []
-    for (table,) in store.query_rows('SELECT name FROM system.tables WHERE database = {db:String}', {'db': database}):
-        dump.append(repr(store.query_rows(f'SELECT * FROM `{database}`.`{table}`')))
-    return '\n'.join(dump)
-
-
-def signed_by(key: str, headers: dict, body: bytes) -> bool:
-    expected = 'sha256=' + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(headers.get('X-AnySentry-Signature', ''), expected)
 
 
 async def test_secret_values_stay_out_of_the_store_and_only_the_operator_delivers(

@@ -11,16 +11,16 @@ import json
 import uuid
 
 import pytest
+from secret_canaries import raw_rows, signed_by
 
 from .test_notification_route_mirror import acting_as, installation
-from .test_notification_secret_store import raw_rows, receiver, signed_by  # noqa: F401 (fixture)
 from .test_operator_helpers import apply_crds
 
 pytestmark = pytest.mark.k8s
 
 
 async def test_rest_channel_values_go_to_a_secret_and_the_operator_delivers(
-        k8s, k8s_namespace, store, store_settings, receiver, tmp_path):  # noqa: F811
+        k8s, k8s_namespace, store, store_settings, receiver, tmp_path):
     from aiohttp.test_utils import TestClient, TestServer
 
     from anysentry.api.app import ApiSettings, build_app
