@@ -174,6 +174,15 @@ def management(request: web.Request) -> None:
     request.app[SERVICES].auth.require(request)
 
 
+async def with_resource_id(request: web.Request, kind: str, id_field: str, body: dict, book) -> dict:
+    """A REST create's body: in a cluster with the id of the resource the mirror names for it, so the
+    record is one under REST, the replicas and the operator (SPEC §1); elsewhere as it is."""
+    mirror = getattr(request.app[SERVICES], "mirror", None)
+    if mirror is None:
+        return body
+    return {**body, id_field: await mirror.claim_id(kind, body, book)}
+
+
 def publish_resource(request: web.Request, kind: str, record: dict) -> None:
     """In a cluster a REST change is also written as a resource, so kubectl and GitOps see it."""
     mirror = getattr(request.app[SERVICES], "mirror", None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from anysentry.api.app import SERVICES, management, publish_resource
+from anysentry.api.app import SERVICES, management, publish_resource, with_resource_id
 from anysentry.api.auth import actor_from
 from anysentry.api.http import ApiError, ok, read_object
 
@@ -34,10 +34,7 @@ async def create_window(request: web.Request) -> web.Response:
     management(request)
     body = await read_object(request)
     book = _book(request)
-    mirror = getattr(request.app[SERVICES], "mirror", None)
-    if mirror is not None:  # in a cluster the record takes its resource's id from the start (SPEC §1)
-        body = {**body, "windowId": await mirror.claim_id("MaintenanceWindow", body, book)}
-    window = book.create(body)
+    window = book.create(await with_resource_id(request, "MaintenanceWindow", "windowId", body, book))
     publish_resource(request, "MaintenanceWindow", window)
     _audit(request, window, f"maintenance window {window['title']} saved")
     return ok(book.item(window), status=201)
