@@ -18,10 +18,7 @@ import argparse
 import asyncio
 import gc
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,8 +26,7 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-
-ROOT = Path(__file__).resolve().parents[1]
+from apiproc import cpu_seconds, free_port, start_api, stop, wait_healthy
 TARGET_RATE = 500
 TARGET_P99_MS = 5.0
 
@@ -47,24 +43,6 @@ MIX = (
     ("l1-block", {"stage": "memory", "target": "https://169.254.169.254/latest/meta-data"}),
     ("fallback", {"stage": "tool", "command": "bash -lc curl http://169.254.169.254/latest/meta-data"}),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def wait_healthy(session: aiohttp.ClientSession, url: str) -> None:
-    for _ in range(600):
-        try:
-            async with session.get(url + "/security-center/healthz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise SystemExit("server did not start")
 
 
 def bodies(n: int) -> list[tuple[str, bytes]]:
@@ -155,16 +133,6 @@ async def drive(url: str, rate: float, seconds: float, max_inflight: int) -> tup
     return results, count / elapsed, errors
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process (Linux /proc), zeros elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        tick = os.sysconf("SC_CLK_TCK")
-        return int(fields[11]) / tick, int(fields[12]) / tick
-    except (OSError, IndexError, ValueError):
-        return 0.0, 0.0
-
-
 def fsync_probe(directory: Path, count: int = 200) -> list[float]:
     """Latency of appending a small record and fdatasync-ing it in the server's data directory (ms)."""
     path = directory / "fsync-probe"
@@ -204,10 +172,7 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="anysentry-bench-guard-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "ANYSENTRY_DATA_DIR": str(data_dir), "ANYSENTRY_KUBE_ENRICH": "off"}
-    env.pop("CLICKHOUSE_URL", None)
-    server = subprocess.Popen([sys.executable, "-m", "anysentry.cli", "api", "--host", "127.0.0.1", "--port", str(port),
-                               "--log-level", "WARNING"], cwd=ROOT, env=env)
+    server = start_api(data_dir, port, ANYSENTRY_KUBE_ENRICH="off")
     try:
         if args.warmup > 0:
             asyncio.run(drive(url, args.rate, args.warmup, args.max_inflight))
@@ -225,11 +190,7 @@ def main() -> None:
         client_user, client_system = os.times()[:2]
         load_after = os.getloadavg()[0]
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
     latencies = [ms for _, ms in results]
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}; server: `anysentry api` subprocess, embedded chdb")
     print(f"context: load average {load_before:.2f} → {load_after:.2f} (other processes share these cores); "

@@ -1,0 +1,61 @@
+"""What the HTTP benchmarks share: `anysentry api` started as a user starts it (a subprocess on a free
+loopback port, a fresh data dir, the embedded store), waiting for it to be healthy, stopping it, and
+reading its CPU time from /proc."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_api(data_dir: Path, port: int, **env: str) -> subprocess.Popen:
+    """`anysentry api` on 127.0.0.1:`port` over `data_dir` (never a ClickHouse server from the caller's env)."""
+    environment = {**os.environ, "ANYSENTRY_DATA_DIR": str(data_dir), **env}
+    environment.pop("CLICKHOUSE_URL", None)
+    return subprocess.Popen([sys.executable, "-m", "anysentry.cli", "api", "--host", "127.0.0.1", "--port", str(port),
+                             "--log-level", "WARNING"], cwd=ROOT, env=environment)
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+async def wait_healthy(session: aiohttp.ClientSession, url: str) -> None:
+    for _ in range(600):
+        try:
+            async with session.get(url + "/security-center/healthz") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise SystemExit("server did not start")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, all its threads (Linux /proc), zeros elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
+    except (OSError, IndexError, ValueError):
+        return 0.0, 0.0
