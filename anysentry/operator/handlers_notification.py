@@ -31,7 +31,7 @@ import kopf
 
 from anysentry.operator import events
 from anysentry.ops.standalone import apply_route, channel_id, route_id
-from anysentry.ops.notification_secrets import QUEUED, SECRET_FIELDS, STORED_ONLY, from_secret
+from anysentry.ops.notification_secrets import QUEUED, SECRET_FIELDS, STORED_ONLY, from_secret, kube_secret_refs
 from anysentry.operator.kube import plain
 from anysentry.operator.loops import Installation, Runtime, register_publisher, runtime
 from anysentry.operator.mirror_routes import API_MANAGER, MANAGED_BY, ROUTE_LABEL
@@ -199,8 +199,7 @@ async def hold_channel_secrets(kube, engine, namespace: str) -> list[str]:
     cache: dict[str, dict | None] = {}
     held = []
     for channel in list(notifier.channels.values()):
-        refs = channel.get("secretRef") if isinstance(channel.get("secretRef"), dict) else {}
-        refs = {f: r for f, r in refs.items() if f in SECRET_FIELDS and isinstance(r, dict) and r.get("name")}
+        refs = kube_secret_refs(channel)
         if not from_secret(channel) or "webhookUrl" in channel or not refs:
             continue
         values = {}

@@ -43,7 +43,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from anysentry.operator.kube import KubeError
-from anysentry.ops.notification_secrets import from_secret
+from anysentry.ops.notification_secrets import from_secret, kube_secret_refs
 from anysentry.ops.notifications import ENV_CHANNEL_ID, SECRET_FIELDS, NotificationError, Notifier
 from anysentry.ops.objectives import resource_id
 from anysentry.ops.standalone import channel_id, route_id, route_record
@@ -199,7 +199,7 @@ def plan_receivers(namespace: str, route: str, channel_ids: list[str], channels:
                 continue
         else:
             channel = channels.get(cid) or {}
-            refs = secret_refs_of(channel)
+            refs = kube_secret_refs(channel)
             if not channel.get("webhookUrl") and "webhookUrl" not in refs:
                 continue
             name = by_source.get(cid) if by_source.get(cid) not in taken else None
@@ -213,13 +213,6 @@ def plan_receivers(namespace: str, route: str, channel_ids: list[str], channels:
         taken.add(name)
         plan.receivers.append({"name": name})
     return plan
-
-
-def secret_refs_of(channel: dict) -> dict:
-    """{field: {name, key}} of the Secrets a REST channel's values are in (`channel_secret`)."""
-    refs = channel.get("secretRef") if isinstance(channel.get("secretRef"), dict) else {}
-    return {f: {"name": r["name"], "key": r.get("key") or ""} for f, r in refs.items()  # type: ignore[union-attr]
-            if f in SECRET_FIELDS and isinstance(r, dict) and r.get("name")}
 
 
 def channel_secret_name(cid: str, values: dict[str, str]) -> str:
@@ -366,7 +359,7 @@ class RouteMirror:
         name = resource_name_of(self.namespace, current["routeId"]) if current else None
         usable = {c for c in channel_ids if (name and receiver_of(self.namespace, name, c))
                   or (self.notifier.channel(c) or {}).get("webhookUrl")
-                  or "webhookUrl" in secret_refs_of(self.notifier.channel(c) or {})}
+                  or "webhookUrl" in kube_secret_refs(self.notifier.channel(c) or {})}
         if not usable:
             raise RouteNotWritable("in a cluster a notification route is a NotificationRoute resource, which needs a "
                                    "receiver: list at least one channel that has a webhookUrl in channelIds")
@@ -398,7 +391,7 @@ class RouteMirror:
             channel = self.notifier.channel(cid)
             if channel is not None:
                 channels[cid] = {**{k: channel.get(k) or "" for k in ("name", *SECRET_FIELDS)},
-                                 "secretRef": secret_refs_of(channel) if from_secret(channel) else {}}
+                                 "secretRef": kube_secret_refs(channel) if from_secret(channel) else {}}
         try:
             obj, given = await asyncio.to_thread(write_route, self.kube, self.namespace, name, record, channels, fresh)
         except RouteNotWritable:
@@ -433,7 +426,7 @@ class RouteMirror:
         if receiver_channel(self.namespace, cid) is not None:
             return None
         given = {f: body[f].strip()[:LIMITS[f]] if isinstance(body[f], str) else "" for f in SECRET_FIELDS if f in body}
-        refs = {f: r for f, r in secret_refs_of(current or {}).items() if f not in given} if from_secret(current) else {}
+        refs = {f: r for f, r in kube_secret_refs(current or {}).items() if f not in given} if from_secret(current) else {}
         values = {f: v for f, v in given.items() if v}
         if current is not None and not from_secret(current):
             values.update({f: current[f] for f in SECRET_FIELDS if f not in given and current.get(f)})

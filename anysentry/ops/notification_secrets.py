@@ -78,6 +78,14 @@ def _name(value: object) -> str:
     return "" if value is None or isinstance(value, (dict, list, tuple, bool)) else str(value).strip()[:253]
 
 
+def kube_secret_refs(channel: dict) -> dict:
+    """{webhookUrl|signingKey: {name, key}} of the Kubernetes Secrets a channel's `secretRef` names
+    (empty when its values are in a local file or it has none)."""
+    refs = channel.get("secretRef") if isinstance(channel.get("secretRef"), dict) else {}
+    return {f: {"name": r["name"], "key": r.get("key") or ""} for f, r in refs.items()  # type: ignore[union-attr]
+            if f in SECRET_FIELDS and isinstance(r, dict) and r.get("name")}
+
+
 def _secret_ref(value: dict) -> dict:
     """{field: {name, key}} of the Secrets holding a channel's values, or {"local": file} of a REST
     channel's values kept beside a standalone store (`ops.local_channel_secrets`): names only."""
