@@ -19,7 +19,9 @@ DEFAULT_FLUSH_INTERVAL = 2.0  # SPEC §29: "flushed about every 2 s" (a quiet wr
 # is an engine call, and embedded chdb holds the GIL for part of each one, stalling requests in the
 # same process (bench/guard.py): under ingest the counters change constantly, so not too often.
 DEFAULT_STATE_FLUSH_INTERVAL = 5.0
-DEFAULT_BATCH_SIZE = 5000
+# Rows per insert at most: every insert makes a part the engine later merges, and fewer, larger parts
+# cost less engine CPU per row (13 µs at 5,000 rows, 9 µs at 20,000 on bench/ingest.py's rows).
+DEFAULT_BATCH_SIZE = 20_000
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -118,7 +118,7 @@ def test_settings_from_env(tmp_path):
     defaults = StoreSettings.from_env({})
     assert defaults.database == "anysentry" and defaults.retention_days == 90
     assert defaults.buffer_max_bytes == 256 * 1024 * 1024
-    assert defaults.flush_interval == 2.0 and defaults.batch_size == 5000  # SPEC §29: about every 2 s
+    assert defaults.flush_interval == 2.0 and defaults.batch_size == 20_000  # SPEC §29: about every 2 s
     assert defaults.state_flush_interval == 5.0
     assert defaults.data_dir.endswith(".anysentry") and defaults.data_dir.startswith("/")
     server = StoreSettings.from_env({"CLICKHOUSE_URL": "http://ch:8123", "CLICKHOUSE_USER": "u"})
