@@ -22,6 +22,8 @@ from aiohttp import web
 
 from anysentry.api.auth import ManagementAuth
 from anysentry.api.http import ApiError, error_response
+from anysentry.api.ingest_workers import WORKERS_ENV, IngestWorkers
+from anysentry.api.ingest_workers import default_size as default_workers
 from anysentry.api.services import Services
 from anysentry.resources.models import PUBLIC_BASE_PATH
 
@@ -70,6 +72,7 @@ class ApiSettings:
     public_base_path: str = ""
     max_body_bytes: int = 8 * 1024 * 1024
     data_dir: Path = field(default_factory=lambda: Path(".anysentry").resolve())
+    ingest_workers: int = 0  # worker processes judging large batches (anysentry.api.ingest_workers)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "public_base_path", normalize_public_base_path(self.public_base_path))
@@ -81,6 +84,7 @@ class ApiSettings:
             "public_base_path": os.environ.get("PUBLIC_BASE_PATH", ""),
             "max_body_bytes": _env_int("ANYSENTRY_MAX_BODY_BYTES", 8 * 1024 * 1024),
             "data_dir": Path(os.environ.get("ANYSENTRY_DATA_DIR", ".anysentry")).resolve(),
+            "ingest_workers": _env_int(WORKERS_ENV, default_workers()),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -157,6 +161,8 @@ def build_app(services: Services, settings: ApiSettings) -> web.Application:
     if settings.public_base_path:
         for module in modules:
             app.add_routes(under_prefix(settings.public_base_path, module.ROUTES))
+    if settings.ingest_workers:
+        services.use_workers(IngestWorkers(settings.ingest_workers))
     app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)
     return app

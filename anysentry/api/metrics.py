@@ -25,6 +25,9 @@ class ApiMetrics:
                                    registry=self.registry)
         self.tier_calls = Counter("anysentry_tier_calls_total", "Deeper-tier calls, by tier and outcome",
                                   ["tier", "outcome"], registry=self.registry)
+        self.worker_batches = Counter("anysentry_ingest_worker_batches_total",
+                                      "Large ingest batches by where they were judged: `workers`, or `service` when "
+                                      "the worker pool failed", ["judged_by"], registry=self.registry)
         self._writer_stats = writer_stats
         if writer_stats is not None:
             self.registry.register(_WriterCollector(writer_stats))

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import orjson
+
 from anysentry.events.model import AgentEvent, Heartbeat, Observation, ParsedBody, Rejection, SourceContext
 from anysentry.events.observer import UNPARSEABLE, normalize
 from anysentry.events.timefmt import iso_time, now_ms
@@ -77,6 +79,39 @@ def event_answer(event: AgentEvent, index: int | None = None) -> dict:
             "evaluationId": event.evaluationId}
 
 
+def judge_item(item: object, judge, *, context: SourceContext | None, default_source: str, now: int | None,
+               enrich: Callable | None = None, review: Callable | None = None) -> Observation | Heartbeat | Rejection:
+    """One item through normalise → pod identity (`enrich`) → human review → L1: an Observation comes
+    back with its event decided; anything else is a heartbeat or the reason it was not accepted. Pure
+    given its arguments, so an ingest worker process runs the very same steps."""
+    if isinstance(item, Rejection):
+        return item
+    result = normalize(item, source=context, default_source=default_source, now=now)
+    if not isinstance(result, Observation):
+        return result
+    if enrich is not None:
+        result = enrich(item, result, context)
+    if review is not None:
+        review(result)
+    outcome = judge.decide(result)
+    if outcome is None:
+        return Rejection(UNPARSEABLE)
+    decision, judgment = outcome
+    apply_decision(result.event, decision, policy_version=judge.version, judgment=judgment)
+    return result
+
+
+@dataclass(slots=True)
+class PlainEvents:
+    """Events judged in a worker process that only need storing (final allow decisions): their
+    serialised WAL payload and what accounting needs, instead of the objects."""
+
+    payload: bytes
+    count: int
+    last_at: int | None
+    verdicts: dict[str, int]
+
+
 @dataclass(slots=True)
 class PreparedBatch:
     """A request normalised and judged, not yet durable: what `commit` writes and accounts for."""
@@ -88,6 +123,7 @@ class PreparedBatch:
     heartbeats: list = field(default_factory=list)
     rejections: dict = field(default_factory=dict)
     resolution_rejection: tuple[str, int] | None = None
+    plain: PlainEvents | None = None
 
 
 class IngestPipeline:
@@ -101,6 +137,8 @@ class IngestPipeline:
         self.tiers = None  # anysentry.api.tiers.DeeperTiers, set by tiers.attach()
         self.review_lookup: Callable[[dict], dict | None] | None = None  # human review decisions (§7.6)
         self.workloads: WorkloadIndex | None = None  # Kubernetes pod identity (§7.6), set by operator.pods.attach
+        self.reviews_present: Callable[[], bool] | None = None  # whether any human review exists
+        self.workers = None  # anysentry.api.ingest_workers.IngestWorkers: large batches judged in other processes
 
     def _apply_review(self, obs: Observation) -> None:
         """A human review matching the event's identity overrides its classification (§7.6)."""
@@ -126,29 +164,35 @@ class IngestPipeline:
         enriched = normalize({**item, **workload.overrides()}, source=context, default_source=event.source, now=event.at)
         return enriched if isinstance(enriched, Observation) else obs
 
-    def _judge(self, obs: Observation) -> AgentEvent | None:
-        if self.review_lookup is not None:
-            self._apply_review(obs)
-        judge = self.judge()
-        outcome = judge.decide(obs)
-        if outcome is None:
-            return None
-        decision, judgment = outcome
-        event = apply_decision(obs.event, decision, policy_version=judge.version, judgment=judgment)
-        if self.tiers is not None:
-            self.tiers.prepare(obs, event, judge)  # an L1 escalation for L2/L3 becomes `pending`
-        return event
+    def _reviewer(self) -> Callable[[Observation], None] | None:
+        return self._apply_review if self.review_lookup is not None else None
+
+    def _enricher(self) -> Callable | None:
+        return self._enrich if self.workloads is not None else None
+
+    def _offloadable(self, parsed: ParsedBody) -> bool:
+        """A large batch goes to the ingest workers unless this process's identity state must be
+        consulted per event (pod identities, human reviews), which the workers do not hold."""
+        workers = self.workers
+        return (workers is not None and len(parsed.items) >= workers.min_items
+                and not (self.workloads is not None and len(self.workloads))
+                and not (self.reviews_present is not None and self.reviews_present())
+                and workers.available())
 
     async def ingest(self, parsed: ParsedBody, *, headers=None, default_type: str = "custom",
                      default_source: str = "api", now: int | None = None) -> IngestOutcome:
         """Judge and durably buffer one request's items; BufferFullError leaves nothing accepted."""
-        batch = self.prepare(parsed, headers=headers, default_type=default_type, default_source=default_source, now=now)
+        batch = None
+        if self._offloadable(parsed):
+            batch = await self._prepare_in_workers(parsed, headers=headers, default_type=default_type,
+                                                   default_source=default_source, now=now)
+        if batch is None:
+            batch = self.prepare(parsed, headers=headers, default_type=default_type, default_source=default_source, now=now)
         await self.commit(batch)
         return batch.outcome
 
-    def prepare(self, parsed: ParsedBody, *, headers=None, default_type: str = "custom",
-                default_source: str = "api", now: int | None = None) -> "PreparedBatch":
-        """Resolve the source, normalise and judge: nothing is written or counted until `commit`."""
+    def _resolve(self, parsed: ParsedBody, headers, default_type: str, now: int | None) -> PreparedBatch:
+        """The source of a request; a rejected resolution answers every item at once."""
         creds = credentials(parsed.request, headers)
         resolution = self.sources.resolve(creds, default_type=default_type, now=now)
         outcome = IngestOutcome(resolution.source)
@@ -159,46 +203,94 @@ class IngestPipeline:
                                       "sourceId": outcome.source_id})
             if parsed.items:
                 batch.resolution_rejection = (resolution.rejection, len(parsed.items))
-            return batch
+        return batch
 
-        record = resolution.source
-        context = SourceContext(record["sourceId"], record.get("workspacePath", ""), record.get("collectorId", "")) if record else None
+    @staticmethod
+    def _context(record: dict | None) -> SourceContext | None:
+        return SourceContext(record["sourceId"], record.get("workspacePath", ""), record.get("collectorId", "")) if record else None
+
+    def prepare(self, parsed: ParsedBody, *, headers=None, default_type: str = "custom",
+                default_source: str = "api", now: int | None = None) -> "PreparedBatch":
+        """Resolve the source, normalise and judge: nothing is written or counted until `commit`."""
+        batch = self._resolve(parsed, headers, default_type, now)
+        if batch.resolution_rejection is not None or not parsed.items:
+            return batch
+        outcome = batch.outcome
+        context = self._context(batch.record)
+        judge = self.judge()  # one policy for the whole request
+        enrich, review = self._enricher(), self._reviewer()
         started = time.perf_counter()
-        heartbeats: list[tuple[int, dict]] = []
-        rejections: dict[str, int] = {}
         for index, item in enumerate(parsed.items):
-            if isinstance(item, Rejection):
-                result: object = item
-            else:
-                result = normalize(item, source=context, default_source=default_source, now=now)
-                if self.workloads is not None and isinstance(result, Observation):
-                    result = self._enrich(item, result, context)
+            result = judge_item(item, judge, context=context, default_source=default_source, now=now,
+                                enrich=enrich, review=review)
             if isinstance(result, Observation):
-                event = self._judge(result)
-                if event is not None:
-                    outcome.events.append(event)
-                    outcome.items.append(event_answer(event, index))
-                    continue
-                result = Rejection(UNPARSEABLE)
-            if isinstance(result, Heartbeat):
-                heartbeats.append((index, result.payload))
+                self._keep(outcome, index, result, judge)
+            elif isinstance(result, Heartbeat):
+                batch.heartbeats.append((index, result.payload))
                 outcome.items.append({"index": index})  # filled in once recorded
-                continue
-            reason = result.reason
-            rejections[reason] = rejections.get(reason, 0) + 1
-            outcome.items.append({"index": index, "accepted": False, "reason": reason, "sourceId": outcome.source_id})
+            else:
+                self._reject(batch, index, result.reason)
         if outcome.events:
             self.metrics.judge_latency.observe((time.perf_counter() - started) / len(outcome.events))
-        batch.heartbeats, batch.rejections = heartbeats, rejections
+        return batch
+
+    def _keep(self, outcome: IngestOutcome, index: int, obs: Observation, judge) -> None:
+        event = obs.event
+        if self.tiers is not None:
+            self.tiers.prepare(obs, event, judge)  # an L1 escalation for L2/L3 becomes `pending`
+        outcome.events.append(event)
+        outcome.items.append(event_answer(event, index))
+
+    @staticmethod
+    def _reject(batch: PreparedBatch, index: int, reason: str) -> None:
+        batch.rejections[reason] = batch.rejections.get(reason, 0) + 1
+        batch.outcome.items.append({"index": index, "accepted": False, "reason": reason,
+                                    "sourceId": batch.outcome.source_id})
+
+    async def _prepare_in_workers(self, parsed: ParsedBody, *, headers, default_type: str, default_source: str,
+                                  now: int | None) -> "PreparedBatch | None":
+        """`prepare` with normalising, judging and serialising done by a worker process; None when
+        no worker could take the batch (the caller prepares it here: nothing was kept or counted)."""
+        batch = self._resolve(parsed, headers, default_type, now)
+        if batch.resolution_rejection is not None:
+            return batch
+        judge = self.judge()
+        judged = await self.workers.judge(parsed.items, judge, context=self._context(batch.record),
+                                          default_source=default_source, now=now)
+        if judged is None:
+            self.metrics.worker_batches.labels("service").inc()
+            return None
+        self.metrics.worker_batches.labels("workers").inc()
+        outcome = batch.outcome
+        notable = iter(judged.notable)
+        for index, answer in enumerate(judged.answers):
+            if answer is not None:
+                outcome.items.append(answer)
+            elif (pair := next(notable, None)) is not None and pair[0] == index:
+                self._keep(outcome, index, pair[1], judge)
+            else:
+                raise AssertionError(f"worker answer missing for item {index}")  # a bug, not an input problem
+        batch.heartbeats.extend(judged.heartbeats)
+        for reason, count in judged.rejections.items():
+            batch.rejections[reason] = batch.rejections.get(reason, 0) + count
+        batch.plain = judged.plain
+        events = len(outcome.events) + (judged.plain.count if judged.plain else 0)
+        if events:
+            self.metrics.judge_latency.observe(judged.seconds / events)
         return batch
 
     async def commit(self, *batches: "PreparedBatch") -> None:
         """Durably buffer the events of prepared batches in one write (one fsync: the runtime guard
         commits an action and its finding together), then count and notify per batch."""
         events = [event for batch in batches for event in batch.outcome.events]
-        if events:
+        plain = [batch.plain for batch in batches if batch.plain is not None and batch.plain.count]
+        if events or plain:
             try:
-                await self.writer.submit(events)
+                if plain:
+                    parts = [p.payload for p in plain] + ([orjson.dumps(events)] if events else [])
+                    await self.writer.submit_serialised(json_array(parts), len(events) + sum(p.count for p in plain))
+                else:
+                    await self.writer.submit(events)
             except BufferFull as exc:
                 self.metrics.buffer_full.inc()
                 raise BufferFullError(str(exc)) from exc
@@ -207,7 +299,7 @@ class IngestPipeline:
 
     def _account(self, batch: "PreparedBatch") -> None:
         outcome, record, creds, now = batch.outcome, batch.record, batch.creds, batch.now
-        heartbeats, rejections = batch.heartbeats, batch.rejections
+        heartbeats, rejections, plain = batch.heartbeats, batch.rejections, batch.plain
         if batch.resolution_rejection is not None:
             reason, count = batch.resolution_rejection
             self.metrics.rejected.labels(reason).inc(count)
@@ -222,18 +314,27 @@ class IngestPipeline:
         for reason, count in rejections.items():
             self.metrics.rejected.labels(reason).inc(count)
             self.sources.record_rejection(record, creds, reason, count)
-        if outcome.events or heartbeats:
-            last_at = max((e.at for e in outcome.events), default=None)
-            self.sources.record_accepted(record, events=len(outcome.events), heartbeats=len(heartbeats),
+        verdicts: dict[str, int] = dict(plain.verdicts) if plain is not None else {}
+        for event in outcome.events:
+            verdicts[event.verdict] = verdicts.get(event.verdict, 0) + 1
+        stored = sum(verdicts.values())
+        if stored or heartbeats:
+            last_at = max([e.at for e in outcome.events] + ([plain.last_at] if plain is not None and plain.last_at else []),
+                          default=None)
+            self.sources.record_accepted(record, events=stored, heartbeats=len(heartbeats),
                                          at=now or now_ms(), last_event_at=last_at)
-        if outcome.events:
+        if stored:
             label = outcome.source_id or "none"
-            verdicts: dict[str, int] = {}
-            for event in outcome.events:
-                verdicts[event.verdict] = verdicts.get(event.verdict, 0) + 1
             for verdict, count in verdicts.items():  # one labelled counter update per verdict, not per event
                 self.metrics.ingested.labels(label, verdict).inc(count)
+        if outcome.events:
             final = self.tiers.dispatch(outcome.events) if self.tiers is not None else outcome.events
             if final:
                 for listener in self.listeners:
                     listener(final)
+
+
+def json_array(parts: list[bytes]) -> bytes:
+    """One JSON array of the elements of several (orjson-serialised) arrays."""
+    elements = [part[1:-1] for part in parts if len(part) > 2]
+    return b"[" + b",".join(elements) + b"]"

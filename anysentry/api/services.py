@@ -91,6 +91,8 @@ class Services:
         inventory = getattr(self.ops, "inventory", None)
         if inventory is not None:
             self.pipeline.review_lookup = inventory.review_for_event
+            self.pipeline.reviews_present = inventory.has_reviews
+        self.workers = None  # IngestWorkers, when the app is built with some (use_workers)
         self.started_at = time.time()
         self._tasks: list[asyncio.Task] = []
         self.check_in_listeners: list = []  # (source record | None, body, status) → alerts
@@ -180,6 +182,12 @@ class Services:
         await self.flush_state()
         await self.writer.stop()
         self.wal.close()
+        if self.workers is not None:
+            self.workers.close()
+
+    def use_workers(self, workers) -> None:
+        """Large ingest batches are judged by these worker processes (started by the first one)."""
+        self.workers = self.pipeline.workers = workers
 
     def spawn(self, coro, name: str) -> asyncio.Task:
         task = asyncio.create_task(coro, name=name)

@@ -262,6 +262,9 @@ class IdentityOverlay:
                     break
         return found
 
+    def has_reviews(self) -> bool:
+        return len(self.reviews.records) > 0
+
     def review_for_event(self, event: dict) -> dict | None:
         if not len(self.reviews.records):
             return None

@@ -80,7 +80,7 @@ class EventWriter:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         # Beyond this many queued events the in-memory copies are dropped and the WAL is replayed.
-        self.memory_events = memory_events or max(4 * self.batch_size, 20_000)
+        self.memory_events = memory_events or max(2 * self.batch_size, 20_000)
         self.store_ready = False
         self.last_write_latency = 0.0
         self.total_written = 0
@@ -118,10 +118,16 @@ class EventWriter:
 
         Raises BufferFull when the local buffer is at its limit (nothing of the batch is kept).
         The events are serialised at once: mutating them afterwards changes nothing stored."""
-        if not events:
+        if events:
+            await self.submit_serialised(orjson.dumps(events), len(events))
+
+    async def submit_serialised(self, payload: bytes, count: int) -> None:
+        """`submit` for a batch already serialised: an orjson array of `count` AgentEvents (what
+        the ingest workers hand back)."""
+        if not count:
             return
         loop = asyncio.get_running_loop()
-        submission = _Submission(orjson.dumps(events), len(events), loop.create_future())
+        submission = _Submission(payload, count, loop.create_future())
         self._last_submit = loop.time()
         self._unanswered += 1
         with self._commit_cv:

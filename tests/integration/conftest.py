@@ -65,7 +65,7 @@ async def make_api(tmp_path, chdb_path, store_database):
 
     async def start(*, admin_token: str | None = None, database: str | None = None, data_dir=None,
                     headers: dict | None = None, configure=None, operations: str = "local",
-                    max_body_bytes: int | None = None, **store_overrides) -> ApiClient:
+                    max_body_bytes: int | None = None, ingest_workers: int = 0, **store_overrides) -> ApiClient:
         settings = StoreSettings(data_dir=str(data_dir or tmp_path / f"data{len(started)}"), chdb_dir=chdb_path,
                                  database=database or store_database, flush_interval=0.05, **store_overrides)
         services = Services(store_settings=settings, auth=ManagementAuth(admin_token), state_flush_secs=0.2,
@@ -73,7 +73,8 @@ async def make_api(tmp_path, chdb_path, store_database):
         if configure is not None:
             configure(services)
         limits = {} if max_body_bytes is None else {"max_body_bytes": max_body_bytes}
-        app = build_app(services, ApiSettings(host="127.0.0.1", port=0, data_dir=tmp_path, **limits))
+        app = build_app(services, ApiSettings(host="127.0.0.1", port=0, data_dir=tmp_path, ingest_workers=ingest_workers,
+                                              **limits))
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -90,10 +91,11 @@ async def make_api(tmp_path, chdb_path, store_database):
         await runner.cleanup()
     if started:
         store = started[0][2].services.store
-        try:
-            store.command(f"DROP DATABASE IF EXISTS `{store.database}` SYNC")
-        except Exception:
-            pass
+        for database in {client.services.store.database for _, _, client in started}:
+            try:
+                store.command(f"DROP DATABASE IF EXISTS `{database}` SYNC")
+            except Exception:
+                pass
 
 
 @pytest.fixture

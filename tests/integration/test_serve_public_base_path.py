@@ -67,6 +67,7 @@ async def test_serve_refuses_a_prefix_that_is_not_a_path(tmp_path):
     ("PUBLIC_BASE_PATH", "anysentry", "PUBLIC_BASE_PATH must be a path such as /anysentry/"),
     ("PORT", "http", "PORT must be a whole number, got 'http'"),
     ("ANYSENTRY_MAX_BODY_BYTES", "-1", "ANYSENTRY_MAX_BODY_BYTES must not be negative"),
+    ("ANYSENTRY_INGEST_WORKERS", "two", "ANYSENTRY_INGEST_WORKERS must be a whole number, got 'two'"),
 ])
 def test_api_refuses_a_bad_setting_with_a_message(tmp_path, variable, value, message):
     env = {k: v for k, v in os.environ.items() if k not in ("CLICKHOUSE_URL", "PUBLIC_BASE_PATH", "PORT")}
