@@ -52,10 +52,25 @@ async def wait_healthy(session: aiohttp.ClientSession, url: str) -> None:
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process, all its threads (Linux /proc), zeros elsewhere."""
+    """(user, system) CPU seconds of a process and its live child processes (the ingest workers), all
+    their threads (Linux /proc), zeros elsewhere."""
+    user = system = 0.0
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for member in _process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            user, system = user + int(fields[11]) / tick, system + int(fields[12]) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return user, system
+
+
+def _process_tree(pid: int) -> list[int]:
+    members = [pid]
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        tick = os.sysconf("SC_CLK_TCK")
-        return int(fields[11]) / tick, int(fields[12]) / tick
-    except (OSError, IndexError, ValueError):
-        return 0.0, 0.0
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return members
+    for child in children:
+        members.extend(_process_tree(int(child)))
+    return members

@@ -1,11 +1,15 @@
 """Ingest benchmark (issue 3): prints figures, asserts nothing.
 
-1. batch ingest through HTTP (`/ingest/batch`, 256 lines per request, 4 in flight): events/s judged
-   and stored (until the durable buffer has drained into the store);
-2. the raw chdb insert ceiling for the same judged rows (`Store.insert_events`), and the ratio;
+1. batch ingest through HTTP (`/ingest/batch`, 256 lines per request, 4 in flight, bodies built
+   before the clock starts): events/s judged and stored (until the durable buffer has drained into
+   the store), with the server's default ingest workers (`ANYSENTRY_INGEST_WORKERS`; set it in the
+   environment to compare);
+2. the raw chdb insert ceiling for the same judged rows (`Store.insert_events`, in inserts of the
+   writer's batch size), and the ratio;
 3. `/ingest` single-line latency p50/p95/p99 at concurrency 8.
 On a shared machine the wall-clock figures move with the load, so the server's CPU time per event
-and per request (user + system, all its threads) and the load average are printed beside them.
+and per request (user + system, all its threads and worker processes) and the load average are
+printed beside them.
 Query latency over 1M stored events is `bench/queries.py` (run by `make bench`).
 
 Usage: .venv/bin/python bench/ingest.py [--events 60000] [--single 4000]"""
@@ -17,6 +21,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -41,10 +46,11 @@ import clickhouse_connect
 src = clickhouse_connect.get_client(dsn="chdb://" + sys.argv[1])
 rows = src.query("SELECT * FROM anysentry.events LIMIT 1 BY eventId").named_results()
 events = [AgentEvent.from_dict(r) for r in rows]
-store = Store(StoreSettings(data_dir=sys.argv[2], chdb_dir=sys.argv[1], database="ceiling")).open()
+store = Store(StoreSettings.from_env(data_dir=sys.argv[2], chdb_dir=sys.argv[1], database="ceiling")).open()
+size = store.settings.batch_size
 started = time.perf_counter()
-for i in range(0, len(events), 5000):
-    store.insert_events(events[i:i + 5000])
+for i in range(0, len(events), size):
+    store.insert_events(events[i:i + size])
 print(json.dumps({"rows": len(events), "seconds": time.perf_counter() - started}))
 """
 
@@ -70,8 +76,24 @@ def corpus_line(rng: random.Random, n: int) -> str:
 
 
 async def started(url: str) -> None:
+    """Healthy, and its ingest workers up: a first large batch starts them in the background."""
+    rng = random.Random(3)
     async with aiohttp.ClientSession() as session:
         await wait_healthy(session, url)
+        for round_ in range(2):
+            body = orjson.dumps({"events": [{"line": corpus_line(rng, 9_000_000 + 256 * round_ + n)} for n in range(256)]})
+            async with session.post(url + "/security-center/ingest/batch", data=body,
+                                    headers={"content-type": "application/json"}) as resp:
+                assert resp.status == 201, await resp.text()
+            await asyncio.sleep(2)
+
+
+async def worker_batches(url: str) -> dict[str, float]:
+    """`anysentry_ingest_worker_batches_total` by where batches were judged."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url + "/metrics") as resp:
+            text = await resp.text()
+    return {m[0]: float(m[1]) for m in re.findall(r'^anysentry_ingest_worker_batches_total\{judged_by="(\w+)"\} (\S+)$', text, re.M)}
 
 
 async def buffered(session: aiohttp.ClientSession, url: str) -> int:
@@ -82,17 +104,15 @@ async def buffered(session: aiohttp.ClientSession, url: str) -> int:
 async def batch_ingest(url: str, total: int) -> float:
     rng = random.Random(7)
     lines = [corpus_line(rng, n) for n in range(total)]
-    batches = [lines[i:i + 256] for i in range(0, total, 256)]
     queue: asyncio.Queue = asyncio.Queue()
-    for batch in batches:
-        queue.put_nowait(batch)
+    for i in range(0, total, 256):
+        queue.put_nowait(orjson.dumps({"events": [{"line": line, "collectorId": "bench-node"} for line in lines[i:i + 256]]}))
     async with aiohttp.ClientSession() as session:
         await wait_healthy(session, url)
 
         async def worker() -> None:
             while not queue.empty():
-                batch = queue.get_nowait()
-                body = orjson.dumps({"events": [{"line": line, "collectorId": "bench-node"} for line in batch]})
+                body = queue.get_nowait()
                 async with session.post(url + "/security-center/ingest/batch", data=body,
                                         headers={"content-type": "application/json"}) as resp:
                     assert resp.status == 201, await resp.text()
@@ -145,9 +165,9 @@ def main() -> None:
     load_before = load_average()
     try:
         asyncio.run(started(url))  # start-up (imports, migrations) is not counted below
-        cpu0 = sum(cpu_seconds(server.pid))
+        cpu0, judged0 = sum(cpu_seconds(server.pid)), asyncio.run(worker_batches(url))
         rate = asyncio.run(batch_ingest(url, args.events))
-        cpu1 = sum(cpu_seconds(server.pid))
+        cpu1, judged1 = sum(cpu_seconds(server.pid)), asyncio.run(worker_batches(url))
         latencies = asyncio.run(single_latency(url, args.single))
         cpu2 = sum(cpu_seconds(server.pid))
     finally:
@@ -158,6 +178,10 @@ def main() -> None:
     raw_rate = raw["rows"] / raw["seconds"]
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, "
           f"load average {load_before} before, {load_average()} after")
+    by_workers = judged1.get("workers", 0) - judged0.get("workers", 0)
+    in_service = judged1.get("service", 0) - judged0.get("service", 0)
+    print(f"ingest workers: {os.environ.get('ANYSENTRY_INGEST_WORKERS') or 'default'} "
+          f"({by_workers:.0f} batches judged by workers, {in_service:.0f} in the service after a pool failure)")
     print(f"batch ingest (HTTP, judged + stored): {rate:,.0f} events/s   target ≥ {TARGET_BATCH:,}")
     print(f"raw chdb insert ceiling (same rows):  {raw_rate:,.0f} rows/s")
     print(f"ratio: {rate / raw_rate:.2f}   target ≥ {TARGET_RATIO}")
