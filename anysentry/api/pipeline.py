@@ -2,7 +2,8 @@
 
 Every producer endpoint and the runtime guard go through `IngestPipeline.ingest`, so identity,
 judgment, counting and durability are the same whatever the format. An answer with
-`accepted: true` is given only after the batch is in the durable local buffer (fsync)."""
+`accepted: true` is given only after the batch is in the durable local buffer (fsync). Large batches
+are normalised and judged by the same `judge_item` in worker processes (`ingest_workers`)."""
 
 from __future__ import annotations
 
@@ -133,7 +134,9 @@ class IngestPipeline:
         self.writer = writer
         self.metrics = metrics
         self.judge = judge  # returns the current Judge: a policy change applies to the next event
-        self.listeners: list[Callable[[list[AgentEvent]], None]] = []  # receive final decisions only
+        # Receive final decisions; of a batch judged by the ingest workers, only the non-allow ones
+        # (allow events come back serialised, not as objects, and no listener acts on them).
+        self.listeners: list[Callable[[list[AgentEvent]], None]] = []
         self.tiers = None  # anysentry.api.tiers.DeeperTiers, set by tiers.attach()
         self.review_lookup: Callable[[dict], dict | None] | None = None  # human review decisions (§7.6)
         self.workloads: WorkloadIndex | None = None  # Kubernetes pod identity (§7.6), set by operator.pods.attach
