@@ -15,6 +15,8 @@ import pytest
 
 from .test_operator_helpers import ROOT, operator_running, wait_for
 
+GRACE_SECS = 2
+
 pytestmark = pytest.mark.k8s
 
 URL1 = 'http://127.0.0.1:9/services/T000/FIRST-SECRET-PATH'
@@ -67,9 +69,10 @@ async def test_rest_routes_and_kubectl_routes_are_one_state(k8s, ns, store_setti
     from anysentry.operator import mirror, render_rbac
     from anysentry.operator.kube import Kube, KubeError
 
-    # no AnySentry here, so no operations cycle: unused Secrets are removed only when a route changes,
-    # and a grace of 0 lets that take the replaced Secret at once
-    with operator_running(k8s, [ns], tmp_path, ANYSENTRY_OPERATOR_SECRET_GRACE_SECS='0') as operator:
+    # no AnySentry here, so no operations cycle: unused Secrets are removed only when a route changes.
+    # A short grace lets that take the replaced Secret soon; with none, a prune running on a route
+    # event could take the new Secret in the moment before the api repoints the route to it.
+    with operator_running(k8s, [ns], tmp_path, ANYSENTRY_OPERATOR_SECRET_GRACE_SECS=str(GRACE_SECS)) as operator:
         admin = Kube.from_environment(str(k8s.kubeconfig))
         for manifest in render_rbac.api_rbac(installation(ns), None):
             admin.apply(manifest)
@@ -142,6 +145,7 @@ async def test_rest_routes_and_kubectl_routes_are_one_state(k8s, ns, store_setti
             assert 'SECRET-PATH' not in text and KEY not in text
 
             # a new URL on the channel: a new Secret, the receiver repointed, the old Secret removed
+            await asyncio.sleep(GRACE_SECS + 0.5)  # the old Secret is past the grace when the route changes
             await call('PUT', f'/notifications/channels/{channel["channelId"]}', {'webhookUrl': URL2})
             obj = admin.get('NotificationRoute', ns, 'ops-alerts')
             second = obj['spec']['receivers'][0]['webhookUrlSecretRef']['name']
