@@ -30,7 +30,7 @@ from pathlib import Path
 
 import orjson
 
-from anysentry.api.pipeline import PlainEvents, event_answer, judge_item
+from anysentry.api.pipeline import PlainEvents, event_answer, judge_item, rejection_answer
 from anysentry.events.model import Heartbeat, Observation, SourceContext
 from anysentry.judge.engine import Judge
 
@@ -88,11 +88,10 @@ class Job:
 
 @dataclass(slots=True)
 class Judged:
-    """A worker's answer. `answers[i]` is None exactly for the events in `notable`, (index, Observation)
-    in item order, whose answers the loop writes after its tiers have seen them."""
+    """A worker's answer: per item, its answer, or the Observation of an event the loop keeps as an
+    object (its answer is written after the tiers have seen it)."""
 
     answers: list
-    notable: list
     plain: PlainEvents | None
     heartbeats: list
     rejections: dict
@@ -118,12 +117,10 @@ def judge_batch(job: Job) -> Judged:
     started = time.perf_counter()
     source_id = job.context.sourceId if job.context is not None else None
     answers: list = []
-    notable: list = []
     plain: list = []
     heartbeats: list = []
     rejections: dict[str, int] = {}
-    verdicts: dict[str, int] = {}
-    last_at: int | None = None
+    last_at = 0
     for index, item in enumerate(job.items):
         result = judge_item(item, judge, context=job.context, default_source=job.default_source, now=job.now)
         if isinstance(result, Observation):
@@ -131,20 +128,17 @@ def judge_batch(job: Job) -> Judged:
             if event.verdict == "allow" and event.decisionStatus == "succeeded":
                 plain.append(event)
                 answers.append(event_answer(event, index))
-                verdicts["allow"] = verdicts.get("allow", 0) + 1
-                if last_at is None or event.at > last_at:
-                    last_at = event.at
+                last_at = max(last_at, event.at)
             else:
-                notable.append((index, result))
-                answers.append(None)
+                answers.append(result)
         elif isinstance(result, Heartbeat):
             heartbeats.append((index, result.payload))
             answers.append({"index": index})  # filled in once recorded
         else:
             rejections[result.reason] = rejections.get(result.reason, 0) + 1
-            answers.append({"index": index, "accepted": False, "reason": result.reason, "sourceId": source_id})
-    events = PlainEvents(orjson.dumps(plain), len(plain), last_at, verdicts) if plain else None
-    return Judged(answers, notable, events, heartbeats, rejections, time.perf_counter() - started)
+            answers.append(rejection_answer(index, result.reason, source_id))
+    events = PlainEvents(orjson.dumps(plain), len(plain), last_at) if plain else None
+    return Judged(answers, events, heartbeats, rejections, time.perf_counter() - started)
 
 
 def _watch_parent(parent: int) -> None:

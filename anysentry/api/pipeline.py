@@ -102,15 +102,18 @@ def judge_item(item: object, judge, *, context: SourceContext | None, default_so
     return result
 
 
+def rejection_answer(index: int, reason: str, source_id: str | None) -> dict:
+    return {"index": index, "accepted": False, "reason": reason, "sourceId": source_id}
+
+
 @dataclass(slots=True)
 class PlainEvents:
-    """Events judged in a worker process that only need storing (final allow decisions): their
-    serialised WAL payload and what accounting needs, instead of the objects."""
+    """Final allow events judged in a worker process, which only need storing: their serialised WAL
+    payload and what accounting needs, instead of the objects."""
 
     payload: bytes
-    count: int
-    last_at: int | None
-    verdicts: dict[str, int]
+    count: int  # at least one
+    last_at: int
 
 
 @dataclass(slots=True)
@@ -201,9 +204,8 @@ class IngestPipeline:
         outcome = IngestOutcome(resolution.source)
         batch = PreparedBatch(outcome, resolution.source, creds, now)
         if resolution.rejection:
-            for index, _ in enumerate(parsed.items):
-                outcome.items.append({"index": index, "accepted": False, "reason": resolution.rejection,
-                                      "sourceId": outcome.source_id})
+            outcome.items.extend(rejection_answer(index, resolution.rejection, outcome.source_id)
+                                 for index in range(len(parsed.items)))
             if parsed.items:
                 batch.resolution_rejection = (resolution.rejection, len(parsed.items))
         return batch
@@ -247,8 +249,7 @@ class IngestPipeline:
     @staticmethod
     def _reject(batch: PreparedBatch, index: int, reason: str) -> None:
         batch.rejections[reason] = batch.rejections.get(reason, 0) + 1
-        batch.outcome.items.append({"index": index, "accepted": False, "reason": reason,
-                                    "sourceId": batch.outcome.source_id})
+        batch.outcome.items.append(rejection_answer(index, reason, batch.outcome.source_id))
 
     async def _prepare_in_workers(self, parsed: ParsedBody, *, headers, default_type: str, default_source: str,
                                   now: int | None) -> "PreparedBatch | None":
@@ -265,19 +266,16 @@ class IngestPipeline:
             return None
         self.metrics.worker_batches.labels("workers").inc()
         outcome = batch.outcome
-        notable = iter(judged.notable)
         for index, answer in enumerate(judged.answers):
-            if answer is not None:
-                outcome.items.append(answer)
-            elif (pair := next(notable, None)) is not None and pair[0] == index:
-                self._keep(outcome, index, pair[1], judge)
+            if isinstance(answer, Observation):
+                self._keep(outcome, index, answer, judge)
             else:
-                raise AssertionError(f"worker answer missing for item {index}")  # a bug, not an input problem
+                outcome.items.append(answer)
         batch.heartbeats.extend(judged.heartbeats)
         for reason, count in judged.rejections.items():
             batch.rejections[reason] = batch.rejections.get(reason, 0) + count
         batch.plain = judged.plain
-        events = len(outcome.events) + (judged.plain.count if judged.plain else 0)
+        events = len(outcome.events) + (judged.plain.count if judged.plain is not None else 0)
         if events:
             self.metrics.judge_latency.observe(judged.seconds / events)
         return batch
@@ -286,7 +284,7 @@ class IngestPipeline:
         """Durably buffer the events of prepared batches in one write (one fsync: the runtime guard
         commits an action and its finding together), then count and notify per batch."""
         events = [event for batch in batches for event in batch.outcome.events]
-        plain = [batch.plain for batch in batches if batch.plain is not None and batch.plain.count]
+        plain = [batch.plain for batch in batches if batch.plain is not None]
         if events or plain:
             try:
                 if plain:
@@ -317,13 +315,12 @@ class IngestPipeline:
         for reason, count in rejections.items():
             self.metrics.rejected.labels(reason).inc(count)
             self.sources.record_rejection(record, creds, reason, count)
-        verdicts: dict[str, int] = dict(plain.verdicts) if plain is not None else {}
+        verdicts: dict[str, int] = {"allow": plain.count} if plain is not None else {}
         for event in outcome.events:
             verdicts[event.verdict] = verdicts.get(event.verdict, 0) + 1
         stored = sum(verdicts.values())
         if stored or heartbeats:
-            last_at = max([e.at for e in outcome.events] + ([plain.last_at] if plain is not None and plain.last_at else []),
-                          default=None)
+            last_at = max([e.at for e in outcome.events] + ([plain.last_at] if plain is not None else []), default=None)
             self.sources.record_accepted(record, events=stored, heartbeats=len(heartbeats),
                                          at=now or now_ms(), last_event_at=last_at)
         if stored:
