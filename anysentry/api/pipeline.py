@@ -188,12 +188,11 @@ class IngestPipeline:
     async def ingest(self, parsed: ParsedBody, *, headers=None, default_type: str = "custom",
                      default_source: str = "api", now: int | None = None) -> IngestOutcome:
         """Judge and durably buffer one request's items; BufferFullError leaves nothing accepted."""
-        batch = None
-        if self._offloadable(parsed):
-            batch = await self._prepare_in_workers(parsed, headers=headers, default_type=default_type,
-                                                   default_source=default_source, now=now)
-        if batch is None:
-            batch = self.prepare(parsed, headers=headers, default_type=default_type, default_source=default_source, now=now)
+        offload = self._offloadable(parsed)
+        batch = self._resolve(parsed, headers, default_type, now)
+        if batch.resolution_rejection is None and parsed.items:
+            if not (offload and await self._judge_in_workers(batch, parsed, default_source, now)):
+                self._judge_here(batch, parsed, default_source, now)
         await self.commit(batch)
         return batch.outcome
 
@@ -218,8 +217,11 @@ class IngestPipeline:
                 default_source: str = "api", now: int | None = None) -> "PreparedBatch":
         """Resolve the source, normalise and judge: nothing is written or counted until `commit`."""
         batch = self._resolve(parsed, headers, default_type, now)
-        if batch.resolution_rejection is not None or not parsed.items:
-            return batch
+        if batch.resolution_rejection is None and parsed.items:
+            self._judge_here(batch, parsed, default_source, now)
+        return batch
+
+    def _judge_here(self, batch: PreparedBatch, parsed: ParsedBody, default_source: str, now: int | None) -> None:
         outcome = batch.outcome
         context = self._context(batch.record)
         judge = self.judge()  # one policy for the whole request
@@ -237,7 +239,6 @@ class IngestPipeline:
                 self._reject(batch, index, result.reason)
         if outcome.events:
             self.metrics.judge_latency.observe((time.perf_counter() - started) / len(outcome.events))
-        return batch
 
     def _keep(self, outcome: IngestOutcome, index: int, obs: Observation, judge) -> None:
         event = obs.event
@@ -251,19 +252,16 @@ class IngestPipeline:
         batch.rejections[reason] = batch.rejections.get(reason, 0) + 1
         batch.outcome.items.append(rejection_answer(index, reason, batch.outcome.source_id))
 
-    async def _prepare_in_workers(self, parsed: ParsedBody, *, headers, default_type: str, default_source: str,
-                                  now: int | None) -> "PreparedBatch | None":
-        """`prepare` with normalising, judging and serialising done by a worker process; None when
-        no worker could take the batch (the caller prepares it here: nothing was kept or counted)."""
-        batch = self._resolve(parsed, headers, default_type, now)
-        if batch.resolution_rejection is not None:
-            return batch
+    async def _judge_in_workers(self, batch: PreparedBatch, parsed: ParsedBody, default_source: str,
+                                now: int | None) -> bool:
+        """`_judge_here` done by a worker process (normalise, judge, serialise); False when no worker
+        could take the batch, which is then untouched."""
         judge = self.judge()
         judged = await self.workers.judge(parsed.items, judge, context=self._context(batch.record),
                                           default_source=default_source, now=now)
         if judged is None:
             self.metrics.worker_batches.labels("service").inc()
-            return None
+            return False
         self.metrics.worker_batches.labels("workers").inc()
         outcome = batch.outcome
         for index, answer in enumerate(judged.answers):
@@ -278,7 +276,7 @@ class IngestPipeline:
         events = len(outcome.events) + (judged.plain.count if judged.plain is not None else 0)
         if events:
             self.metrics.judge_latency.observe(judged.seconds / events)
-        return batch
+        return True
 
     async def commit(self, *batches: "PreparedBatch") -> None:
         """Durably buffer the events of prepared batches in one write (one fsync: the runtime guard
@@ -286,12 +284,10 @@ class IngestPipeline:
         events = [event for batch in batches for event in batch.outcome.events]
         plain = [batch.plain for batch in batches if batch.plain is not None]
         if events or plain:
+            parts = [p.payload for p in plain] + ([orjson.dumps(events)] if events else [])
             try:
-                if plain:
-                    parts = [p.payload for p in plain] + ([orjson.dumps(events)] if events else [])
-                    await self.writer.submit_serialised(json_array(parts), len(events) + sum(p.count for p in plain))
-                else:
-                    await self.writer.submit(events)
+                await self.writer.submit_serialised(parts[0] if len(parts) == 1 else json_array(parts),
+                                                    len(events) + sum(p.count for p in plain))
             except BufferFull as exc:
                 self.metrics.buffer_full.inc()
                 raise BufferFullError(str(exc)) from exc
