@@ -86,7 +86,10 @@ async def assess_runtime_action(services, params: dict, headers=None, *, constra
         batch, item, judged = _prepare(services, params, headers, G.action_event(params, stage, autonomy))
         source_id = batch.outcome.source_id
         finding_batch, finding = None, None
-        if judged is not None and _raises(judged.verdict, fallback, autonomy):
+        if judged is not None:
+            base = G.policy_action(judged.verdict, autonomy)
+            action = G.stronger(base, G.policy_action(fallback.verdict, autonomy)) if fallback is not None else base
+        if judged is not None and action != base:  # the fallback raises the action: a linked finding (§12.2 step 5)
             finding_batch, finding = _prepare_finding(services, params, headers, judged, fallback, stage=stage,
                                                       autonomy=autonomy)
         await services.pipeline.commit(batch, *([finding_batch] if finding_batch is not None else []))
@@ -102,33 +105,20 @@ async def assess_runtime_action(services, params: dict, headers=None, *, constra
                        category=fallback.category if fallback else "runtime_guard_fallback",
                        reason=item.get("reason") or "event not accepted", evidence_id=None)
 
-    base = G.policy_action(judged.verdict, autonomy)
-    action = base
     answer = {"verdict": judged.verdict, "tier": judged.tier, "severity": judged.severity,
               "riskCategory": judged.riskCategory, "reason": judged.reason}
     evidence_id = judged.eventId
-    if fallback is not None:
-        action = G.stronger(base, G.policy_action(fallback.verdict, autonomy))
-        if action != base:  # the fallback raised the action: recorded as a linked finding (§12.2 step 5)
-            if finding is not None:
-                answer = {"verdict": finding.verdict, "tier": finding.tier, "severity": finding.severity,
-                          "riskCategory": finding.riskCategory, "reason": finding.reason}
-                evidence_id = finding.eventId
-            else:  # the finding could not be written; the answer still carries the fallback's judgment
-                answer = {"verdict": fallback.verdict, "tier": "Rules", "severity": fallback.severity,
-                          "riskCategory": fallback.category, "reason": fallback.reason}
+    if finding is not None:
+        answer = {"verdict": finding.verdict, "tier": finding.tier, "severity": finding.severity,
+                  "riskCategory": finding.riskCategory, "reason": finding.reason}
+        evidence_id = finding.eventId
+    elif action != base:  # the finding could not be written; the answer still carries the fallback's judgment
+        answer = {"verdict": fallback.verdict, "tier": "Rules", "severity": fallback.severity,
+                  "riskCategory": fallback.category, "reason": fallback.reason}
     return _result(autonomy=autonomy, stage=stage, action=action, accepted=True, source_id=source_id,
                    event_id=judged.eventId, trace_id=judged.traceId, run_id=judged.runId,
                    verdict=answer["verdict"], tier=answer["tier"], severity=answer["severity"],
                    category=answer["riskCategory"], reason=answer["reason"], evidence_id=evidence_id)
-
-
-def _raises(verdict: str, fallback: G.Fallback | None, autonomy: str) -> bool:
-    """Whether the fallback check asks for a stronger action than the judged verdict gives."""
-    if fallback is None:
-        return False
-    base = G.policy_action(verdict, autonomy)
-    return G.stronger(base, G.policy_action(fallback.verdict, autonomy)) != base
 
 
 def _prepare_finding(services, params: dict, headers, judged, fallback: G.Fallback, *, stage: str, autonomy: str):
