@@ -89,10 +89,10 @@ def start_ui(args, api_port: int, base_path: str = ""):
     """The web UI on its own thread, pointed at the local API and served under `base_path` (normalised,
     "" or "/prefix"); None (and a warning) when it cannot start."""
     from anysentry.webui.client import read_admin_token
-    from anysentry.webui.server import UiSettings, UiThread, loopback_origins, origins_from_env
+    from anysentry.webui.server import LOOPBACK, UiSettings, UiThread, loopback_origins, origins_from_env, ui_port
 
-    port = args.ui_port if args.ui_port is not None else int(os.environ.get("ANYSENTRY_UI_PORT", "5006"))
-    loopback = args.host in ("127.0.0.1", "localhost", "::1")
+    port = ui_port(args.ui_port)
+    loopback = args.host in LOOPBACK
     origins = origins_from_env() or (loopback_origins(port) if loopback else [])
     api_url = local_url(args.host, api_port)
     ui = UiThread(UiSettings(api_url=api_url, port=port, host=args.host, admin_token=read_admin_token(),

@@ -31,12 +31,12 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     configure_logging(args.log_level)
     from anysentry.webui.client import normalize_api_url, read_admin_token
-    from anysentry.webui.server import UiSettings, normalize_base_path, origins_from_env, run_forever
+    from anysentry.webui.server import UiSettings, normalize_base_path, origins_from_env, run_forever, ui_port
 
     try:
         api_url = normalize_api_url(args.api_url)
         token = read_admin_token(args.admin_token_file)
-        port = args.port if args.port is not None else int(os.environ.get("ANYSENTRY_UI_PORT", "5006"))
+        port = ui_port(args.port)
         base_path = normalize_base_path(args.public_base_path)
     except ValueError as exc:
         print(f"anysentry ui: {exc}", file=sys.stderr)

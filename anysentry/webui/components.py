@@ -18,12 +18,10 @@ from anysentry.webui.client import ApiClient, ApiError
 
 log = logging.getLogger("anysentry.webui")
 
-# label → SPEC §3.5 timeType, and its span (for paging through custom windows)
+# label → SPEC §3.5 timeType
 WINDOWS = {"last 30 min": "last_30m", "last hour": "last_1h", "last 3 hours": "last_3h", "last day": "last_1d",
            "last 7 days": "last_7d", "last 30 days": "last_30d"}
 DEFAULT_WINDOW = "last_3h"
-SPAN_MS = {"last_30m": 1_800_000, "last_1h": 3_600_000, "last_2h": 7_200_000, "last_3h": 10_800_000,
-           "last_1d": 86_400_000, "last_7d": 604_800_000, "last_30d": 2_592_000_000}
 # Panel 1.10 renamed a widget's `name` to `label` and a button's `button_type` to `color`; 1.9 has only the old
 LABEL = "label" if "label" in pn.widgets.Button.param else "name"
 PRIMARY = {"color": "primary"} if "color" in pn.widgets.Button.param else {"button_type": "primary"}

@@ -12,8 +12,9 @@ import panel as pn
 
 from anysentry.events.kinds import RECORDED_KINDS
 from anysentry.events.timefmt import now_ms, parse_time
+from anysentry.store.window import SPANS_MS
 from anysentry.webui.client import ApiError
-from anysentry.webui.components import SPAN_MS, Page, empty_note, frame, table, widget
+from anysentry.webui.components import Page, empty_note, frame, table, widget
 
 PAGE_SIZE = 50
 COLUMNS = {"at": "time (UTC)", "verdict": "verdict", "severity": "severity", "eventKind": "kind", "agentId": "agent",
@@ -93,7 +94,7 @@ class EventsPage(Page):
     async def load(self) -> None:
         page = len(self.cursors) - 1
         if page == 0:
-            self.window_start = now_ms() - SPAN_MS.get(self.time_type, SPAN_MS["last_3h"])
+            self.window_start = now_ms() - SPANS_MS.get(self.time_type, SPANS_MS["last_3h"])
         elif self._shown is not None:  # an older page does not move under the reader
             return
         data = await self.client.post("/events/list", list_body(self.time_type, self.filters, cursor=self.cursors[-1],

@@ -26,13 +26,19 @@ import panel as pn
 from panel.io.server import get_server
 from tornado.ioloop import IOLoop
 
+from anysentry.resources.models import PUBLIC_BASE_PATH
 from anysentry.webui.app import DEFAULT_REFRESH_SECS, dashboard_factory
 from anysentry.webui.client import ApiClient
 
 log = logging.getLogger("anysentry.webui")
 DEFAULT_UI_PORT = 5006
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-_BASE_PATH = re.compile(r"(/[A-Za-z0-9][A-Za-z0-9._~-]*)+")
+UI_PORT_ENV = "ANYSENTRY_UI_PORT"
+
+
+def ui_port(flag: int | None) -> int:
+    """The UI port: the flag, else $ANYSENTRY_UI_PORT, else 5006 (ValueError when the variable is not a number)."""
+    return flag if flag is not None else int(os.environ.get(UI_PORT_ENV, "") or DEFAULT_UI_PORT)
 
 
 def normalize_base_path(value: str | None) -> str:
@@ -42,7 +48,7 @@ def normalize_base_path(value: str | None) -> str:
     if not text:
         return ""
     text = text if text.startswith("/") else "/" + text
-    if not _BASE_PATH.fullmatch(text):
+    if not re.fullmatch(PUBLIC_BASE_PATH, text):  # the CRD's rule (spec.ui.publicBasePath), as the API's
         raise ValueError(f"public base path must look like /anysentry, got {value!r}")
     return text
 
