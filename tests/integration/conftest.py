@@ -65,7 +65,8 @@ async def make_api(tmp_path, chdb_path, store_database):
 
     async def start(*, admin_token: str | None = None, database: str | None = None, data_dir=None,
                     headers: dict | None = None, configure=None, operations: str = "local",
-                    max_body_bytes: int | None = None, ingest_workers: int = 0, **store_overrides) -> ApiClient:
+                    max_body_bytes: int | None = None, ingest_workers: int = 0, public_base_path: str = "",
+                    **store_overrides) -> ApiClient:
         settings = StoreSettings(data_dir=str(data_dir or tmp_path / f"data{len(started)}"), chdb_dir=chdb_path,
                                  database=database or store_database, flush_interval=0.05, **store_overrides)
         services = Services(store_settings=settings, auth=ManagementAuth(admin_token), state_flush_secs=0.2,
@@ -74,7 +75,7 @@ async def make_api(tmp_path, chdb_path, store_database):
             configure(services)
         limits = {} if max_body_bytes is None else {"max_body_bytes": max_body_bytes}
         app = build_app(services, ApiSettings(host="127.0.0.1", port=0, data_dir=tmp_path, ingest_workers=ingest_workers,
-                                              **limits))
+                                              public_base_path=public_base_path, **limits))
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

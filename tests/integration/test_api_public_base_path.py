@@ -5,15 +5,10 @@ management auth on both, started once. A value that is not a path is refused at 
 
 from __future__ import annotations
 
-import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
-from anysentry.api.app import ApiSettings, SettingsError, build_app
-from anysentry.api.auth import ManagementAuth
-from anysentry.api.services import Services
-from anysentry.store.settings import StoreSettings
+from anysentry.api.app import ApiSettings, SettingsError
 
 TOKEN = "prefix-admin-token"
 PREFIX = "/anysentry"
@@ -22,39 +17,20 @@ LINE = orjson.dumps({"identity": {"agent": "py", "task": "1"},
 
 
 @pytest.fixture
-async def start_api(tmp_path, chdb_path, store_database):
-    """Start a real API with the given PUBLIC_BASE_PATH; yields (session, services, startups counter)."""
-    started: list = []
+def start_api(make_api):
+    """Start a real API with the given PUBLIC_BASE_PATH; returns (session, services, startups counter)."""
 
     async def start(public_base_path: str):
-        store = StoreSettings(data_dir=str(tmp_path / "data"), chdb_dir=chdb_path, database=store_database,
-                              flush_interval=0.05)
-        services = Services(store_settings=store, auth=ManagementAuth(TOKEN), state_flush_secs=0.2)
         startups: list = []
 
         async def count_startup(_services) -> None:
             startups.append(1)
 
-        services.startup_hooks.append(count_startup)
-        app = build_app(services, ApiSettings(host="127.0.0.1", port=0, data_dir=tmp_path,
-                                              public_base_path=public_base_path))
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        session = aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}")
-        started.append((runner, session, services))
-        return session, services, startups
+        client = await make_api(admin_token=TOKEN, public_base_path=public_base_path,
+                                configure=lambda services: services.startup_hooks.append(count_startup))
+        return client.session, client.services, startups
 
-    yield start
-    for runner, session, services in started:
-        await session.close()
-        await runner.cleanup()
-        try:
-            services.store.command(f"DROP DATABASE IF EXISTS `{services.store.database}` SYNC")
-        except Exception:
-            pass
+    return start
 
 
 async def call(session, method: str, path: str, json=None, headers=None):
