@@ -92,7 +92,6 @@ class Services:
         if inventory is not None:
             self.pipeline.review_lookup = inventory.review_for_event
             self.pipeline.reviews_present = inventory.has_reviews
-        self.workers = None  # IngestWorkers, when the app is built with some (use_workers)
         self.started_at = time.time()
         self._tasks: list[asyncio.Task] = []
         self.check_in_listeners: list = []  # (source record | None, body, status) → alerts
@@ -187,7 +186,12 @@ class Services:
 
     def use_workers(self, workers) -> None:
         """Large ingest batches are judged by these worker processes (started by the first one)."""
-        self.workers = self.pipeline.workers = workers
+        self.pipeline.workers = workers
+
+    @property
+    def workers(self):
+        """The IngestWorkers of the pipeline, None without."""
+        return self.pipeline.workers
 
     def spawn(self, coro, name: str) -> asyncio.Task:
         task = asyncio.create_task(coro, name=name)
