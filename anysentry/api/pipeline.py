@@ -81,17 +81,15 @@ def event_answer(event: AgentEvent, index: int | None = None) -> dict:
 
 
 def judge_item(item: object, judge, *, context: SourceContext | None, default_source: str, now: int | None,
-               enrich: Callable | None = None, review: Callable | None = None) -> Observation | Heartbeat | Rejection:
-    """One item through normalise → pod identity (`enrich`) → human review → L1: an Observation comes
-    back with its event decided; anything else is a heartbeat or the reason it was not accepted. Pure
-    given its arguments, so an ingest worker process runs the very same steps."""
+               workload: Callable | None = None, review: Callable | None = None) -> Observation | Heartbeat | Rejection:
+    """One item through normalise (with pod identity from `workload`) → human review → L1: an
+    Observation comes back with its event decided; anything else is a heartbeat or the reason it was
+    not accepted. Pure given its arguments, so an ingest worker process runs the very same steps."""
     if isinstance(item, Rejection):
         return item
-    result = normalize(item, source=context, default_source=default_source, now=now)
+    result = normalize(item, source=context, default_source=default_source, now=now, workload=workload)
     if not isinstance(result, Observation):
         return result
-    if enrich is not None:
-        result = enrich(item, result, context)
     if review is not None:
         review(result)
     outcome = judge.decide(result)
@@ -158,23 +156,11 @@ class IngestPipeline:
                              "confidence": 1, "monitored": decision != "non_agent", "reason": "human review"}
         obs.classification = decision
 
-    def _enrich(self, item: dict, obs: Observation, context: SourceContext | None) -> Observation:
-        """An observer event naming a known pod by its sessionId or agentId takes that workload's identity
-        (§7.6): normalised again with it, so eventId/traceId/spanId derive from the new identity."""
-        event = obs.event
-        if event.source != "observer" or (event.attribution and event.attribution.get("classification")):
-            return obs
-        workload = self.workloads.match(event.sessionId) or self.workloads.match(event.agentId)
-        if workload is None:
-            return obs
-        enriched = normalize({**item, **workload.overrides()}, source=context, default_source=event.source, now=event.at)
-        return enriched if isinstance(enriched, Observation) else obs
-
     def _reviewer(self) -> Callable[[Observation], None] | None:
         return self._apply_review if self.review_lookup is not None else None
 
-    def _enricher(self) -> Callable | None:
-        return self._enrich if self.workloads is not None else None
+    def _workload(self) -> Callable | None:
+        return self.workloads.match if self.workloads is not None else None
 
     def _offloadable(self, parsed: ParsedBody) -> bool:
         """A large batch goes to the ingest workers unless this process's identity state must be
@@ -225,11 +211,11 @@ class IngestPipeline:
         outcome = batch.outcome
         context = self._context(batch.record)
         judge = self.judge()  # one policy for the whole request
-        enrich, review = self._enricher(), self._reviewer()
+        workload, review = self._workload(), self._reviewer()
         started = time.perf_counter()
         for index, item in enumerate(parsed.items):
             result = judge_item(item, judge, context=context, default_source=default_source, now=now,
-                                enrich=enrich, review=review)
+                                workload=workload, review=review)
             if isinstance(result, Observation):
                 self._keep(outcome, index, result, judge)
             elif isinstance(result, Heartbeat):

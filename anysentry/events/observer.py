@@ -436,13 +436,16 @@ def normalize(
     default_source: str = "observer",
     settings: NormalizeSettings | None = None,
     now: Any = None,  # epoch ms (int or float), as given
+    workload: Any = None,  # key → events.workloads.WorkloadIdentity | None: Kubernetes pod identity (§7.6)
 ) -> Observation | Heartbeat | Rejection:
     """One /ingest item (§8.1 body: `line` plus explicit overrides) → a redacted canonical event.
 
     `line` may be the NDJSON text or an already-parsed record (API parsers pass their synthesised
     record and its text in `lineText`). Never raises on producer input. A bare `{line}` item (the
     common case) skips the override lookups, and the strings of a line without any redaction marker
-    are stored without redacting each of them."""
+    are stored without redacting each of them. An observer event whose sessionId or agentId names a
+    pod `workload` knows, and that carries no classification of its own, takes that workload's
+    identity as if the item had given it, so its ids derive from it."""
     if not isinstance(item, dict):
         return Rejection("invalid batch item")
     line = item.get("line")
@@ -495,9 +498,15 @@ def normalize(
     task_session = f"task-{id_task}" if id_task else ""
 
     agent_id = given.agentId or id_agent or "unknown"
+    session_id = given.sessionId or id_session or id_agent or task_session or "session"
+    if workload is not None and event_source == "observer" and not (given.attribution and given.attribution.get("classification")):
+        pod = workload(session_id) or workload(agent_id)
+        if pod is not None:
+            given = _Given.of({**item, **pod.overrides()})
+            agent_id = given.agentId or id_agent or "unknown"
+            session_id = given.sessionId or id_session or id_agent or task_session or "session"
     workspace = (given.workspacePath or _redacted(_text(inner.get("cwd")).strip()[:1024], clean)
                  or (source.workspacePath if source else "") or f"agent://{agent_id}")
-    session_id = given.sessionId or id_session or id_agent or task_session or "session"
     run_id = given.runId or id_session or id_agent or task_session or session_id
     uid = inner.get("uid")
     uid_text = _text(uid) if uid is not None else ""
