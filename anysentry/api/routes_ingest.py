@@ -8,6 +8,7 @@ from aiohttp import web
 
 from anysentry.api.app import SERVICES
 from anysentry.api.http import ApiError, is_json_type, ok, read_bytes, read_json
+from anysentry.api.limits import BATCH_LIMIT
 from anysentry.api.pipeline import BufferFullError
 from anysentry.events.errors import BodyError
 from anysentry.events.falco import parse_falco_body
@@ -16,7 +17,6 @@ from anysentry.events.model import ParsedBody, Rejection
 from anysentry.events.otlp import parse_otlp_body
 from anysentry.events.tetragon import parse_tetragon_body
 
-BATCH_LIMIT = 256
 RETRY_AFTER_SECS = "5"
 
 

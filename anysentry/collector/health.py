@@ -31,7 +31,7 @@ def health_app(settings: CollectorSettings, stats: CollectorStats, buffer: DiskB
             "bufferDepth": buffer.pending_items, "bufferBytes": buffer.pending_bytes,
             "apiUnreachableSeconds": int(stats.api_unreachable_for()),
             "lastApiError": stats.last_api_error or None,
-            "counts": {k: stats.totals[k] for k in ("observed", "forwarded", "rejected", "dropped", "errors")},
+            "counts": stats.counts(),
         }
         return web.json_response(body, status=503 if broken else 200)
 

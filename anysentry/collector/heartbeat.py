@@ -15,7 +15,7 @@ import orjson
 from anysentry import __version__
 from anysentry.collector.buffer import DiskBuffer
 from anysentry.collector.settings import CollectorSettings, TokenSource
-from anysentry.collector.shipper import CREDENTIAL_REASONS, pause
+from anysentry.collector.shipper import CREDENTIAL_REASONS, pause, post
 from anysentry.collector.stats import CollectorStats
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,8 @@ class Heartbeater:
             "intervalSecs": s.heartbeat_interval, "eventKindCounts": dict(kinds),
             "queueDepth": self.buffer.pending_items, "droppedEvents": dropped, "outputDropped": 0,
             "errorCount": errors, "observedAgents": self.observed_agents(),
-            "filterMetrics": {**{k: stats.totals[k] for k in ("observed", "forwarded", "rejected", "dropped", "errors")},
-                              "bufferedItems": self.buffer.pending_items, "bufferedBytes": self.buffer.pending_bytes},
+            "filterMetrics": {**stats.counts(), "bufferedItems": self.buffer.pending_items,
+                              "bufferedBytes": self.buffer.pending_bytes},
         }
         for key, value in (("sourceId", s.source_id), ("sourceName", s.source_name)):
             if value:
@@ -53,31 +53,19 @@ class Heartbeater:
 
     async def send(self) -> bool:
         body, kinds, dropped, errors = self.body()
-        headers = {"Content-Type": "application/json"}
-        if token := self.token.current():
-            headers["X-AnySentry-Ingest-Token"] = token
-        try:
-            async with self.session.post(self.settings.ingest_url + "/collectors/heartbeat", data=orjson.dumps(body),
-                                         headers=headers,
-                                         timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout)) as resp:
-                status, raw = resp.status, await resp.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            self.stats.api_failed(f"{type(exc).__name__}: {exc}")
+        reply = await post(self.session, self.settings, self.token, "/collectors/heartbeat", orjson.dumps(body))
+        if not reply.status:
+            self.stats.api_failed(reply.error)
             return False
-        try:
-            answer = orjson.loads(raw)
-            data = answer.get("data", answer) if isinstance(answer, dict) else {}
-        except orjson.JSONDecodeError:
-            data = {}
-        if not 200 <= status < 300:
-            self.stats.api_failed(f"heartbeat answered HTTP {status}")
+        if not 200 <= reply.status < 300:
+            self.stats.api_failed(f"heartbeat answered HTTP {reply.status}")
             return False
+        data = reply.body.get("data", reply.body)
         if isinstance(data, dict) and data.get("accepted") is False:
             reason = str(data.get("reason") or "rejected")
             if reason in CREDENTIAL_REASONS:
                 self.token.reload()
-                self.stats.token_rejected = reason
-                self.stats.api_failed(reason)
+                self.stats.credentials_refused(reason)
             log.warning("heartbeat not accepted: %s", reason)
             return False
         self.stats.heartbeat_sent(kinds, dropped, errors)

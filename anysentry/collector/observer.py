@@ -82,6 +82,7 @@ class ProcObserver:
         self._pattern = re.compile(settings.agent_pattern, re.IGNORECASE)
         self._procs: dict[int, _Proc] = {}
         self._examined: dict[str, set[int]] = {}  # per network namespace: socket inodes already looked at
+        self._agents = 0  # observed_agents() as of the last poll
         self._boot_id = procfs.boot_id(self.proc)
         self._boot_time = procfs.boot_time(self.proc)
         self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -92,7 +93,9 @@ class ProcObserver:
         return f"procfs:{self._boot_id or self.settings.host_id}"
 
     def observed_agents(self) -> int:
-        return len({(p.agent, p.identity.get("session")) for p in self._procs.values() if p.reported and not p.exited})
+        """Distinct (agent, pod) with a live reported process, as of the last poll. Counted by poll()
+        itself: it runs in a worker thread and changes `_procs`, so other threads must not iterate it."""
+        return self._agents
 
     # -- one poll -------------------------------------------------------------------------------
 
@@ -132,6 +135,8 @@ class ProcObserver:
         for pid in [pid for pid in self._procs if pid not in alive]:
             out.extend(self._exit(self._procs.pop(pid), now))
         out.extend(self._egress(now))
+        self._agents = len({(p.agent, p.identity.get("session")) for p in self._procs.values()
+                            if p.reported and not p.exited})
         return out
 
     def _classify(self, proc: _Proc, pending: dict[int, bool], now: int, depth: int = 0) -> list[Observation]:
@@ -235,7 +240,7 @@ class ProcObserver:
                     break
             established = established or {}
             unexamined = established.keys() - self._examined.get(netns, set())
-            wanted = {inode: conn for inode in unexamined if (conn := procfs.peer(inode, established[inode]))}
+            wanted = {inode: conn for inode in unexamined if (conn := procfs.peer(established[inode]))}
             for proc in procs if wanted else ():
                 for inode in sorted(procfs.socket_inodes(self.proc, proc.pid) & wanted.keys()):
                     conn = wanted.pop(inode)

@@ -21,19 +21,17 @@ _SOCKET = re.compile(r"socket:\[(\d+)\]")
 class Stat:
     """The fields of /proc/<pid>/stat the observer uses."""
 
-    pid: int
     comm: str
     state: str
     ppid: int
-    start_ticks: int  # field 22: start time after boot, in clock ticks; with pid, the process's identity
+    start_ticks: int  # field 22: start time after boot, in clock ticks; with the pid, the process's identity
     exit_code: int | None  # field 52: the wait status, readable only while a zombie (Linux ≥ 3.5)
 
 
 @dataclass(frozen=True, slots=True)
 class Connection:
-    """An ESTABLISHED TCP socket of a network namespace, by the inode that processes' fds point at."""
+    """Where an ESTABLISHED TCP socket leads: a peer off the host."""
 
-    inode: int
     peer: str
     port: int
 
@@ -69,10 +67,10 @@ def parse_stat(text: str) -> Stat | None:
     """`pid (comm) state ppid ...`; comm may hold spaces and parentheses, so split at the last `)`."""
     try:
         open_paren, close_paren = text.index("("), text.rindex(")")
-        pid = int(text[:open_paren])
+        int(text[:open_paren])  # the pid: a line that does not start with one is not a stat line
         rest = text[close_paren + 2:].split()
         exit_code = int(rest[49]) if len(rest) > 49 else None
-        return Stat(pid, text[open_paren + 1:close_paren], rest[0], int(rest[1]), int(rest[19]), exit_code)
+        return Stat(text[open_paren + 1:close_paren], rest[0], int(rest[1]), int(rest[19]), exit_code)
     except (ValueError, IndexError):
         return None
 
@@ -160,7 +158,7 @@ def parse_tcp_table(text: str) -> dict[int, str]:
     return out
 
 
-def peer(inode: int, remote: str) -> Connection | None:
+def peer(remote: str) -> Connection | None:
     """The connection to `remote` (`hex:port` as the table prints it); None for a peer on this host."""
     try:
         address_hex, _, port_hex = remote.partition(":")
@@ -169,7 +167,7 @@ def peer(inode: int, remote: str) -> Connection | None:
         return None
     if address.is_loopback or address.is_unspecified:
         return None
-    return Connection(inode, str(address), port)
+    return Connection(str(address), port)
 
 
 def read_established(proc: str, pid: int) -> dict[int, str] | None:

@@ -10,13 +10,11 @@ import socket
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from anysentry.api.limits import BATCH_LIMIT
 from anysentry.collector.observer import DEFAULT_AGENT_PATTERN
 
 API_BASE_PATH = "/security-center"
 DEFAULT_INGEST_URL = f"http://127.0.0.1:29653{API_BASE_PATH}"
-DEFAULT_BUFFER_DIR = "/var/lib/anysentry/collector"
-DEFAULT_HEALTH_PORT = 29654
-BATCH_LIMIT = 256  # items per /ingest/batch request (SPEC §8.2)
 
 
 class SettingsError(ValueError):
@@ -35,6 +33,9 @@ def api_base(url: str) -> str:
 
 @dataclass(frozen=True)
 class CollectorSettings:
+    """The defaults here are the collector's only ones: `anysentry collect` passes what flags and
+    environment give, and its --help quotes these."""
+
     ingest_url: str = DEFAULT_INGEST_URL
     source_id: str = ""
     source_type: str = "observer"
@@ -54,14 +55,14 @@ class CollectorSettings:
     ndjson: tuple[str, ...] = ()
     falco: tuple[str, ...] = ()
     tetragon: tuple[str, ...] = ()
-    buffer_dir: str = DEFAULT_BUFFER_DIR
+    buffer_dir: str = "/var/lib/anysentry/collector"
     buffer_max_bytes: int = 256 * 1024 * 1024
     batch_size: int = BATCH_LIMIT
     flush_interval: float = 0.25
     heartbeat_interval: float = 30.0
     health: bool = True
     health_host: str = "0.0.0.0"
-    health_port: int = DEFAULT_HEALTH_PORT  # 0 picks a free port
+    health_port: int = 29654  # 0 picks a free port
     degraded_after: float = 120.0
     request_timeout: float = 30.0
     max_backoff: float = 60.0

@@ -25,12 +25,12 @@ import orjson
 from anysentry.collector.buffer import DiskBuffer
 from anysentry.collector.settings import CollectorSettings, TokenSource
 from anysentry.collector.stats import CollectorStats
+from anysentry.ops.sources import DISABLED, ID_MISMATCH, INVALID_TOKEN, TOKEN_REQUIRED
 
 log = logging.getLogger(__name__)
 
 PATHS = {"batch": "/ingest/batch", "falco": "/ingest/falco", "tetragon": "/ingest/tetragon"}
-CREDENTIAL_REASONS = frozenset({"invalid source token", "source id does not match token", "source disabled",
-                                "source token required"})
+CREDENTIAL_REASONS = frozenset({INVALID_TOKEN, ID_MISMATCH, DISABLED, TOKEN_REQUIRED})
 RETRY_STATUSES = frozenset({401, 403, 404, 408, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 300.0
 _LOG_EVERY = 60.0
@@ -70,6 +70,38 @@ async def pause(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What the api answered to one POST; `status` 0 when it did not answer (`error` says why)."""
+
+    status: int
+    body: dict  # the JSON object answered, else {}
+    raw: bytes = b""
+    retry_after: float | None = None
+    error: str = ""
+
+
+async def post(session: aiohttp.ClientSession, settings: CollectorSettings, token: TokenSource, path: str,
+               body: bytes) -> Answer:
+    """POST a JSON body to the api with the ingest token (when there is one) and the request timeout."""
+    headers = {"Content-Type": "application/json"}
+    if current := token.current():
+        headers["X-AnySentry-Ingest-Token"] = current
+    try:
+        async with session.post(settings.ingest_url + path, data=body, headers=headers,
+                                timeout=aiohttp.ClientTimeout(total=settings.request_timeout)) as resp:
+            status = resp.status
+            wait = retry_after(resp.headers.get("Retry-After"))
+            raw = await resp.read()
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return Answer(0, {}, error=f"{type(exc).__name__}: {exc}".strip().rstrip(":"))
+    try:
+        answer = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        answer = {}
+    return Answer(status, answer if isinstance(answer, dict) else {}, raw, wait)
+
+
 class Shipper:
     def __init__(self, settings: CollectorSettings, buffer: DiskBuffer, stats: CollectorStats, token: TokenSource,
                  session: aiohttp.ClientSession):
@@ -79,13 +111,6 @@ class Shipper:
         self.token = token
         self.session = session
         self._last_log = 0.0
-
-    def headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        token = self.token.current()
-        if token:
-            headers["X-AnySentry-Ingest-Token"] = token
-        return headers
 
     def envelope(self, route: str) -> dict:
         """Who is sending: the fields SPEC §22.2 resolves the source from."""
@@ -136,35 +161,24 @@ class Shipper:
 
     async def deliver(self, route: str, items: list) -> Retry | None:
         """Send one batch; None when the api has answered for every item of it."""
-        url = self.settings.ingest_url + PATHS[route]
-        try:
-            async with self.session.post(url, data=self.body(route, items), headers=self.headers(),
-                                         timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout)) as resp:
-                status = resp.status
-                wait = retry_after(resp.headers.get("Retry-After"))
-                raw = await resp.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
-            self.stats.api_failed(reason)
+        reply = await post(self.session, self.settings, self.token, PATHS[route], self.body(route, items))
+        status, answer = reply.status, reply.body
+        if not status:
+            self.stats.api_failed(reply.error)
             self.stats.count("errors")
-            return Retry(reason)
-        try:
-            answer = orjson.loads(raw) if raw else {}
-        except orjson.JSONDecodeError:
-            answer = {}
-        answer = answer if isinstance(answer, dict) else {}
+            return Retry(reply.error)
         if status in RETRY_STATUSES:
             reason = f"HTTP {status} {str(answer.get('message') or '')[:200]}".strip()
             self.stats.api_failed(reason)
             self.stats.count("errors")
-            return Retry(reason, wait)
+            return Retry(reason, reply.retry_after)
         if 200 <= status < 300:
             outcome = self._accounted(route, answer.get("data", answer))
             if outcome is None:
                 self.stats.api_ok()
             return outcome
         self.stats.api_ok()  # the api answered; it just will not take this
-        message = str(answer.get("message") or raw[:200].decode("utf-8", "replace"))
+        message = str(answer.get("message") or reply.raw[:200].decode("utf-8", "replace"))
         if len(items) > 1:  # find the item the api refuses: halve the batch until it stands alone
             middle = len(items) // 2
             for part in (items[:middle], items[middle:]):
@@ -183,8 +197,7 @@ class Shipper:
         refused = next((reason for reason in reasons if reason in CREDENTIAL_REASONS), None)
         if refused:
             self.token.reload()
-            self.stats.token_rejected = refused
-            self.stats.api_failed(refused)
+            self.stats.credentials_refused(refused)
             return Retry(refused)
         self.stats.token_rejected = ""
         accepted = sum(1 for r in results if r.get("accepted") is True)

@@ -8,6 +8,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+TOTALS = ("observed", "forwarded", "rejected", "dropped", "errors")
+
 
 @dataclass
 class CollectorStats:
@@ -16,8 +18,7 @@ class CollectorStats:
     kinds: Counter = field(default_factory=Counter)  # since the last accepted heartbeat
     dropped: int = 0
     errors: int = 0
-    totals: Counter = field(default_factory=Counter)  # observed, forwarded, rejected, dropped, errors
-    last_api_success: float | None = None
+    totals: Counter = field(default_factory=Counter)  # by the names in TOTALS, since the start
     api_failing_since: float | None = None
     last_api_error: str = ""
     token_rejected: str = ""  # the api's reason while it refuses our credentials
@@ -40,6 +41,10 @@ class CollectorStats:
             elif name == "errors":
                 self.errors += count
 
+    def counts(self) -> dict[str, int]:
+        """The totals since the collector started, every one named (heartbeats and /healthz)."""
+        return {name: self.totals[name] for name in TOTALS}
+
     def heartbeat_sent(self, kinds: Counter, dropped: int, errors: int) -> None:
         """Take what a heartbeat carried off the interval counters (more may have come meanwhile)."""
         self.kinds.subtract(kinds)
@@ -50,7 +55,6 @@ class CollectorStats:
     # -- the api --------------------------------------------------------------------------------
 
     def api_ok(self) -> None:
-        self.last_api_success = time.monotonic()
         self.api_failing_since = None
         self.last_api_error = ""
 
@@ -58,6 +62,11 @@ class CollectorStats:
         if self.api_failing_since is None:
             self.api_failing_since = time.monotonic()
         self.last_api_error = error[:300]
+
+    def credentials_refused(self, reason: str) -> None:
+        """The api refuses our ingest token (`reason` one of its credential reasons)."""
+        self.token_rejected = reason
+        self.api_failed(reason)
 
     def api_unreachable_for(self) -> float:
         return 0.0 if self.api_failing_since is None else time.monotonic() - self.api_failing_since

@@ -84,6 +84,7 @@ class FileTail:
         self.oversized = 0
         self.gone = False
         self._switch = False
+        self._head = ""  # fingerprint of the first _HEAD bytes, kept once the offset is past them
 
     def _open(self) -> bool:
         try:
@@ -92,6 +93,7 @@ class FileTail:
             return False
         st = os.fstat(handle.fileno())
         self.handle, self.key, self.offset, self.skipping = handle, f"{st.st_dev}:{st.st_ino}", 0, False
+        self._head = ""
         entry = self.book.entries.get(self.key)
         if entry:
             head_len = min(int(entry.get("headLen", 0)), st.st_size)
@@ -140,6 +142,7 @@ class FileTail:
                 self._switch = True
             elif st is not None and st.st_size < position + start:
                 log.info("%s was truncated: reading it again from the start", self.path)
+                self._head = ""
                 return lines, 0
         return lines, position + start
 
@@ -149,8 +152,11 @@ class FileTail:
         self.offset = offset
         head_len = min(_HEAD, offset)
         if self.handle is not None:
-            self.book.entries[self.key] = {"path": self.path, "offset": offset, "headLen": head_len,
-                                           "head": _fingerprint(self.handle, head_len)}
+            head = self._head if head_len == _HEAD else ""
+            if not head:
+                head = _fingerprint(self.handle, head_len)
+                self._head = head if head_len == _HEAD else ""  # once complete, the head no longer changes
+            self.book.entries[self.key] = {"path": self.path, "offset": offset, "headLen": head_len, "head": head}
             self.book.dirty = True
         if self._switch:
             log.info("%s was rotated: following the new file", self.path)
@@ -174,14 +180,12 @@ class StdinTail:
         self.key = f"stdin:{time.time_ns()}"
         self.oversized = 0
         self.gone = False
-        self.closed = False
         self._count = 0
         threading.Thread(target=self._pump, name="stdin-reader", daemon=True).start()
 
     def _pump(self) -> None:
         for raw in iter(self._stream.readline, b""):
             self._queue.put(raw)
-        self.closed = True
 
     def read(self) -> tuple[list[Line], int]:
         lines = []

@@ -7,33 +7,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import aiohttp
 import orjson
 import pytest
+from test_collector_e2e import free_port, until  # noqa: E402 - sibling test module
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def until(check, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting: {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_the_collector_command_observes_forwards_and_stops_cleanly(make_api, tmp_path):
