@@ -92,9 +92,10 @@ class NodeCollector:
     # -- loops ----------------------------------------------------------------------------------
 
     async def _append(self, route: str, items: list) -> None:
-        for chunk in _chunks(items, self.settings.batch_size):
-            dropped = await asyncio.to_thread(self.buffer.append, route, chunk)
-            self.stats.count("dropped", dropped)
+        """Buffer `items` as records of at most batch_size items, with one write and one fdatasync."""
+        if items:
+            chunks = list(_chunks(items, self.settings.batch_size))
+            self.stats.count("dropped", await asyncio.to_thread(self.buffer.append_many, route, chunks))
 
     async def _observe(self, stop: asyncio.Event) -> None:
         node, interval = self.settings.node_name, self.settings.interval

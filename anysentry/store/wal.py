@@ -9,6 +9,10 @@ each a run of records `<length u32><count u32><crc32 u32><payload>`, where the p
 array of one batch's events and the crc covers count and payload. A position is the global byte
 offset just after a record. `checkpoint` holds the acknowledged position, replaced atomically.
 
+The log itself treats payloads as opaque bytes (`payloads()`): the node collector's disk buffer
+(collector/buffer.py) is this same log under other file names, with its own payloads, and a
+drop-oldest policy instead of refusing (`release_oldest`).
+
 Group commit: `append_many` writes several records with one `write` and one `fdatasync`, so
 concurrent producers share the cost of the flush; each record still gets its own answer (its
 position, or the reason it was refused) and none is answered before it is on disk."""
@@ -63,10 +67,6 @@ class _Record:
 class WalBatch:
     position: int  # acknowledge this to release the batch
     events: list[AgentEvent]
-
-
-def _segment_name(base: int) -> str:
-    return f"{_SEGMENT_PREFIX}{base:020d}{_SEGMENT_SUFFIX}"
 
 
 def _crc(count: int, payload: bytes) -> int:
@@ -129,31 +129,55 @@ def _scan(path: Path, base: int) -> tuple[list[_Record], int, bool]:
     return records, offset, offset != size
 
 
-def _decode(data: bytes, record: _Record) -> list[AgentEvent]:
-    """A record's events; a record damaged on disk since it was written decodes as empty (logged),
-    so replay moves past it instead of stalling on it forever."""
+def _checked(data: bytes, position: int) -> bytes | None:
+    """A framed record's payload, or None (logged) if it was damaged on disk since it was written."""
     try:
         length, count, crc = HEADER.unpack_from(data)
         payload = data[HEADER.size :]
         if len(payload) != length or _crc(count, payload) != crc:
             raise ValueError("length or crc mismatch")
+        return payload
+    except Exception as error:  # noqa: BLE001 - a bad record must not stop the reader
+        log.error("WAL: unreadable record ending at %d (%s); skipping it", position, error)
+        return None
+
+
+def _decode(payload: bytes | None, position: int) -> list[AgentEvent]:
+    """A record's events; a damaged record decodes as empty (logged), so replay moves past it
+    instead of stalling on it forever."""
+    if payload is None:
+        return []
+    try:
         return [AgentEvent.from_dict(item) for item in orjson.loads(payload)]
     except Exception as error:  # noqa: BLE001 - a bad record must not stop the reader
-        log.error("WAL: unreadable record ending at %d (%s); skipping it", record.end, error)
+        log.error("WAL: unreadable record ending at %d (%s); skipping it", position, error)
         return []
 
 
 class WriteAheadLog:
-    """Segmented, fsynced, checkpointed log of event batches. Thread-safe; one owner process."""
+    """Segmented, fsynced, checkpointed log of event batches. Thread-safe; one owner process.
 
-    def __init__(self, directory: str | os.PathLike, max_bytes: int, segment_bytes: int = SEGMENT_BYTES):
+    `prefix`, `checkpoint_name` and `file_mode` name and protect the files (segments, checkpoint,
+    LOCK) for logs other than the api's."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        max_bytes: int,
+        segment_bytes: int = SEGMENT_BYTES,
+        *,
+        prefix: str = _SEGMENT_PREFIX,
+        checkpoint_name: str = _CHECKPOINT,
+        file_mode: int = 0o644,
+    ):
         self.directory = Path(directory)
         self.max_bytes = int(max_bytes)
         self.segment_bytes = int(segment_bytes)
+        self._prefix, self._checkpoint_name, self._mode = prefix, checkpoint_name, file_mode
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._ack_lock = threading.Lock()
-        self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, file_mode)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -168,9 +192,12 @@ class WriteAheadLog:
 
     # -- opening and recovery -------------------------------------------------------------------
 
+    def _path(self, base: int) -> Path:
+        return self.directory / f"{self._prefix}{base:020d}{_SEGMENT_SUFFIX}"
+
     def _read_checkpoint(self) -> int:
         try:
-            return int(orjson.loads((self.directory / _CHECKPOINT).read_bytes())["position"])
+            return int(orjson.loads((self.directory / self._checkpoint_name).read_bytes())["position"])
         except FileNotFoundError:
             return 0
         except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
@@ -180,15 +207,15 @@ class WriteAheadLog:
 
     def _open(self) -> None:
         self.checkpoint = self._read_checkpoint()
-        bases = sorted(
-            int(p.name[len(_SEGMENT_PREFIX) : -len(_SEGMENT_SUFFIX)])
-            for p in self.directory.glob(f"{_SEGMENT_PREFIX}*{_SEGMENT_SUFFIX}")
-        )
+        bases = sorted(int(p.name[len(self._prefix) : -len(_SEGMENT_SUFFIX)]) for p in self.segment_files())
         end = self.checkpoint
         for index, base in enumerate(bases):
-            path = self.directory / _segment_name(base)
-            records, valid, torn = _scan(path, base)
+            path = self._path(base)
             last = index == len(bases) - 1
+            if not last and bases[index + 1] <= self.checkpoint:
+                path.unlink(missing_ok=True)  # fully acknowledged; a crash beat its deletion
+                continue
+            records, valid, torn = _scan(path, base)
             if torn:
                 if last:
                     log.warning("WAL %s: ignoring a torn tail after byte %d", path.name, valid)
@@ -197,10 +224,6 @@ class WriteAheadLog:
                         os.fsync(f.fileno())
                 else:
                     log.error("WAL %s: corrupt record at byte %d; skipping the rest of the segment", path.name, valid)
-            nxt = bases[index + 1] if not last else base + valid
-            if not last and nxt <= self.checkpoint:
-                path.unlink(missing_ok=True)  # fully acknowledged; a crash beat its deletion
-                continue
             self._segments.append(base)
             for record in records:
                 if record.end > self.checkpoint:
@@ -215,19 +238,19 @@ class WriteAheadLog:
 
     def _active_size_of(self, base: int) -> int:
         try:
-            return (self.directory / _segment_name(base)).stat().st_size
+            return self._path(base).stat().st_size
         except FileNotFoundError:
             return 0
 
     def _create_segment(self, base: int) -> None:
-        fd = os.open(self.directory / _segment_name(base), os.O_WRONLY | os.O_CREAT, 0o644)
+        fd = os.open(self._path(base), os.O_WRONLY | os.O_CREAT, self._mode)
         os.fsync(fd)
         os.close(fd)
         _fsync_dir(str(self.directory))
 
     def _open_active(self) -> None:
         base = self._segments[-1]
-        self._fd = os.open(self.directory / _segment_name(base), os.O_WRONLY | os.O_APPEND)
+        self._fd = os.open(self._path(base), os.O_WRONLY | os.O_APPEND)
         self._active_base = base
         self._active_size = os.fstat(self._fd).st_size
 
@@ -323,58 +346,90 @@ class WriteAheadLog:
 
     # -- reading and acknowledging --------------------------------------------------------------
 
-    def pending(self, limit_events: int | None = None) -> Iterator[WalBatch]:
-        """Unacknowledged batches from the checkpoint on, oldest first (optionally stopping once
-        `limit_events` events have been yielded)."""
+    def payloads(self) -> Iterator[tuple[int, int, bytes | None]]:
+        """`(position, count, payload)` of every unacknowledged record, oldest first; the payload is
+        crc-checked, None (logged) for a record damaged on disk since it was written. Ends early
+        when a segment was acknowledged and deleted meanwhile."""
         with self._lock:
             records = list(self._records)
         handles: dict[int, object] = {}
-        yielded = 0
         try:
             for record in records:
-                if limit_events is not None and yielded >= limit_events:
-                    break
                 handle = handles.get(record.base)
                 if handle is None:
                     try:
-                        handle = handles[record.base] = open(self.directory / _segment_name(record.base), "rb")
+                        handle = handles[record.base] = open(self._path(record.base), "rb")
                     except FileNotFoundError:
                         return  # acknowledged and deleted meanwhile
                 handle.seek(record.offset)
-                data = handle.read(record.size)
-                events = _decode(data, record)
-                yielded += len(events)
-                yield WalBatch(record.end, events)
+                yield record.end, record.count, _checked(handle.read(record.size), record.end)
         finally:
             for handle in handles.values():
                 handle.close()
 
+    def pending(self, limit_events: int | None = None) -> Iterator[WalBatch]:
+        """Unacknowledged batches from the checkpoint on, oldest first (optionally stopping once
+        `limit_events` events have been yielded)."""
+        if limit_events is not None and limit_events <= 0:
+            return
+        yielded = 0
+        for position, _, payload in self.payloads():
+            events = _decode(payload, position)
+            yielded += len(events)
+            yield WalBatch(position, events)
+            if limit_events is not None and yielded >= limit_events:
+                return  # before the next record is read
+
     def acknowledge(self, position: int) -> None:
         """Mark everything up to `position` as stored: persist the checkpoint, drop spent segments."""
         with self._ack_lock:
-            if position <= self.checkpoint:
-                return
-            tmp = self.directory / (_CHECKPOINT + ".tmp")
-            with open(tmp, "wb") as f:
-                f.write(orjson.dumps({"position": position}))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.directory / _CHECKPOINT)
-            _fsync_dir(str(self.directory))
+            self._release(position)
+
+    def release_oldest(self, room: int) -> int:
+        """Acknowledge the oldest pending records until `room` more bytes fit under `max_bytes`,
+        for a log that gives up old records rather than refusing new ones; returns how many events
+        were released (0 when they already fit)."""
+        with self._ack_lock:
             with self._lock:
-                self.checkpoint = position
-                while self._records and self._records[0].end <= position:
-                    record = self._records.popleft()
-                    self.pending_bytes -= record.size
-                    self.pending_events -= record.count
-                spent = []
-                while len(self._segments) > 1 and self._segments[1] <= position:
-                    spent.append(self._segments.pop(0))
-            for base in spent:
-                (self.directory / _segment_name(base)).unlink(missing_ok=True)
+                excess, position = self.pending_bytes + room - self.max_bytes, self.checkpoint
+                for record in self._records:
+                    if excess <= 0:
+                        break
+                    excess -= record.size
+                    position = record.end
+            return self._release(position)
+
+    def _release(self, position: int) -> int:
+        """Persist `position` as the checkpoint and forget what it covers (under `_ack_lock`);
+        returns how many events that released."""
+        if position <= self.checkpoint:
+            return 0
+        tmp = self.directory / (self._checkpoint_name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self._mode)
+        try:
+            write_all(fd, [orjson.dumps({"position": position})])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.directory / self._checkpoint_name)
+        _fsync_dir(str(self.directory))
+        released = 0
+        with self._lock:
+            self.checkpoint = position
+            while self._records and self._records[0].end <= position:
+                record = self._records.popleft()
+                self.pending_bytes -= record.size
+                self.pending_events -= record.count
+                released += record.count
+            spent = []
+            while len(self._segments) > 1 and self._segments[1] <= position:
+                spent.append(self._segments.pop(0))
+        for base in spent:
+            self._path(base).unlink(missing_ok=True)
+        return released
 
     def segment_files(self) -> list[Path]:
-        return sorted(self.directory.glob(f"{_SEGMENT_PREFIX}*{_SEGMENT_SUFFIX}"))
+        return sorted(self.directory.glob(f"{self._prefix}*{_SEGMENT_SUFFIX}"))
 
     def close(self) -> None:
         with self._lock:
