@@ -34,7 +34,7 @@ from anysentry.operator.render import (
     render,
     storage_endpoint,
 )
-from anysentry.operator.render_rbac import IDENTITY_KINDS, identity_labels, identity_selector
+from anysentry.operator.render_rbac import IDENTITY_KINDS, identity_selector
 from anysentry.operator.handlers_source import open_alerts
 from anysentry.operator.status import awrite_status, from_ms, now_utc, with_conditions
 from anysentry.resources.models import (
@@ -106,7 +106,7 @@ async def remove_identity_rbac(kube, resource: AnySentry, *, keep: set = frozens
     """Delete the installation's labelled pod-reading RBAC (all of it, or what is not in `keep`). A
     kind the operator may not list (e.g. ClusterRoles, rbac.clusterWidePodIdentity=false) is one it
     could not have made either: skipped, so it never holds up a reconcile or a deletion."""
-    own, removed = identity_labels(resource), []
+    removed = []
     for kind in IDENTITY_KINDS:
         try:
             found = await kube.list(kind, None, label_selector=identity_selector(resource))
@@ -117,9 +117,8 @@ async def remove_identity_rbac(kube, resource: AnySentry, *, keep: set = frozens
         for obj in found:
             meta = obj.get("metadata") or {}
             ns, name = meta.get("namespace") or "", meta.get("name", "")
-            labelled = all((meta.get("labels") or {}).get(k) == v for k, v in own.items())
-            if not labelled or (kind, ns, name) in keep:
-                continue  # another installation's, or still wanted
+            if (kind, ns, name) in keep:
+                continue  # still wanted
             try:
                 await kube.delete(kind, ns or None, name)
                 removed.append(f"{kind}/{ns + '/' if ns else ''}{name}")

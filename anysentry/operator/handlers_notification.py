@@ -30,11 +30,12 @@ from datetime import datetime
 import kopf
 
 from anysentry.operator import events
-from anysentry.ops.standalone import apply_route, channel_id, route_id
-from anysentry.ops.notification_secrets import QUEUED, SECRET_FIELDS, STORED_ONLY, from_secret, kube_secret_refs
+from anysentry.ops.standalone import REF_FIELDS, apply_route, channel_id, forget_channels, route_id, secret_refs
+from anysentry.ops.objectives import API_MANAGER, MANAGED_BY
+from anysentry.ops.notification_secrets import QUEUED, from_secret, kube_secret_refs, restore_values
 from anysentry.operator.kube import plain
 from anysentry.operator.loops import Installation, Runtime, register_publisher, runtime
-from anysentry.operator.mirror_routes import API_MANAGER, MANAGED_BY, ROUTE_LABEL
+from anysentry.operator.mirror_routes import ROUTE_LABEL
 from anysentry.operator.status import awrite_status, from_ms, now_utc, parse_time, with_conditions
 from anysentry.resources.models import GROUP, VERSION, NotificationRoute, NotificationRouteStatus, ReceiverStatus
 
@@ -67,6 +68,17 @@ def secret_value(secret: dict | None, key: str) -> str | None:
         return None
 
 
+async def read_secret_values(kube, namespace: str, refs: dict, cache: dict[str, dict | None]) -> dict[str, str | None]:
+    """{field: value} of the Secret keys `refs` names ({field: {name, key}}), None where the Secret or
+    its key is missing; each Secret is read once per `cache` (name → the Secret, or None when absent)."""
+    values: dict[str, str | None] = {}
+    for field_, ref in refs.items():
+        if ref["name"] not in cache:
+            cache[ref["name"]] = await kube.get("Secret", namespace, ref["name"])
+        values[field_] = secret_value(cache[ref["name"]], ref.get("key") or "")
+    return values
+
+
 async def resolve_receivers(kube, obj: dict) -> tuple[dict[str, dict], list[str]]:
     """{receiver: {webhookUrl, signingKey}} and the problems (missing Secrets or keys)."""
     resource = NotificationRoute.model_validate(obj)
@@ -74,15 +86,13 @@ async def resolve_receivers(kube, obj: dict) -> tuple[dict[str, dict], list[str]
     cache: dict[str, dict | None] = {}
     out, problems = {}, []
     for receiver in resource.spec.receivers:
+        refs = secret_refs(receiver)
+        read = await read_secret_values(kube, ns, refs, cache)
         values = {}
-        for field_, ref in (("webhookUrl", receiver.webhookUrlSecretRef), ("signingKey", receiver.hmacKeySecretRef)):
-            if ref is None:
-                continue
-            if ref.name not in cache:
-                cache[ref.name] = await kube.get("Secret", ns, ref.name)
-            value = secret_value(cache[ref.name], ref.key)
+        for field_, value in read.items():
             if value is None:
-                what = f"Secret {ref.name}" if cache[ref.name] is None else f"key {ref.key} of Secret {ref.name}"
+                name, key = refs[field_]["name"], refs[field_]["key"]
+                what = f"Secret {name}" if cache[name] is None else f"key {key} of Secret {name}"
                 problems.append(f"receiver {receiver.name}: {what} not found")
             else:
                 values[field_] = value
@@ -154,7 +164,7 @@ def unreferenced_secrets(secrets: list[dict], routes: list[dict], now: datetime,
     referenced = set()
     for route in routes:
         for receiver in (route.get("spec") or {}).get("receivers") or []:
-            for ref in ("webhookUrlSecretRef", "hmacKeySecretRef"):
+            for _, ref in REF_FIELDS:
                 if (receiver.get(ref) or {}).get("name"):
                     referenced.add(receiver[ref]["name"])
     stale = []
@@ -202,17 +212,11 @@ async def hold_channel_secrets(kube, engine, namespace: str) -> list[str]:
         refs = kube_secret_refs(channel)
         if not from_secret(channel) or "webhookUrl" in channel or not refs:
             continue
-        values = {}
-        for field_, ref in refs.items():
-            if ref["name"] not in cache:
-                cache[ref["name"]] = await kube.get("Secret", namespace, ref["name"])
-            values[field_] = secret_value(cache[ref["name"]], ref.get("key") or "")
+        values = await read_secret_values(kube, namespace, refs, cache)
         if any(v is None for v in values.values()):
             log.debug("channel %s: a Secret it references is not readable yet", channel["channelId"])
             continue
-        for key in STORED_ONLY:
-            channel.pop(key, None)
-        channel.update({f: values.get(f) or "" for f in SECRET_FIELDS})  # in memory: nothing to write back
+        restore_values(channel, values)  # in memory: nothing to write back
         held.append(channel["channelId"])
     return held
 
@@ -239,8 +243,7 @@ def forget_route(engine, obj: dict) -> None:
     if notifier is None:
         return
     notifier.routes.remove(route_id(obj))
-    for cid in [c for c in list(notifier.channels.records) if c.startswith(channel_id(obj, ""))]:
-        notifier.channels.remove(cid)
+    forget_channels(notifier, obj)
 
 
 @kopf.on.resume(GROUP, VERSION, "notificationroutes")

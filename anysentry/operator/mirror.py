@@ -44,7 +44,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import threading
 from datetime import datetime, timezone
 from typing import Any
@@ -52,35 +51,25 @@ from typing import Any
 from anysentry.operator.handlers_source import HASH, ISSUED, ISSUER, PREVIEW, SOURCE_ID, source_id_of, upsert_source
 from anysentry.operator.kube import Kube, KubeError
 from anysentry.operator.mirror_routes import RouteMirror, receiver_channel
+from anysentry.operator.names import DNS_NAME, candidate_names, resource_name, unchecked_name
 from anysentry.operator.status import from_ms, rfc3339
 from anysentry.ops.maintenance import LABELS_ANNOTATION
-from anysentry.ops.objectives import DISPLAY_NAME, ID_ANNOTATIONS, resource_id, resource_record_id
+from anysentry.ops.objectives import API_MANAGER, DISPLAY_NAME, ID_ANNOTATIONS, MANAGED_BY, resource_id, resource_record_id
 from anysentry.ops.standalone import resource_source_id
 from anysentry.resources.models import API_VERSION, GROUP, VERSION
 
 log = logging.getLogger("anysentry.mirror")
 
-FIELD_MANAGER = "anysentry-api"
 SOURCE_TYPES = ("observer", "forwarder", "webhook", "otel", "custom", "falco", "tetragon")
 WATCHED = {"Source": "sources", "Objective": "objectives", "MaintenanceWindow": "maintenancewindows",
            "NotificationRoute": "notificationroutes"}
 # kind → (id field, id prefix, the REST field that names it, the name when that is empty)
 RECORDS = {"Objective": ("objectiveId", "obj", "name", "objective"),
            "MaintenanceWindow": ("windowId", "mw", "title", "maintenance")}
-_DNS = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 
 
 # ---------------------------------------------------------------------------------------------
 # names
-
-
-def resource_name(text: str, fallback: str) -> str:
-    """A DNS-1123 subdomain from a display name (lower case, [a-z0-9-.], ≤ 63 here)."""
-    name = re.sub(r"[^a-z0-9.-]+", "-", (text or "").lower()).strip("-.")
-    name = re.sub(r"-{2,}", "-", name)[:50].strip("-.")
-    if not name:
-        name = re.sub(r"[^a-z0-9-]+", "-", fallback.lower()).strip("-")[:50] or "item"
-    return name
 
 
 def _suffix(value: str) -> str:
@@ -92,7 +81,7 @@ def _apply(kube, manifest: dict) -> dict:
     from anysentry.operator.kube import path
 
     return kube.request("PATCH", path(manifest["kind"], meta["namespace"], meta["name"]), manifest,
-                        query={"fieldManager": FIELD_MANAGER, "force": "true"},
+                        query={"fieldManager": API_MANAGER, "force": "true"},
                         content_type="application/apply-patch+yaml")
 
 
@@ -140,7 +129,7 @@ def source_cr_name(kube, namespace: str, record: dict) -> tuple[str, dict | None
     prefix = resource_source_id(namespace, "")
     if sid.startswith(prefix) and sid[len(prefix):]:
         name = sid[len(prefix):]
-        if re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name):
+        if DNS_NAME.fullmatch(name):
             return name, kube.get("Source", namespace, name)
     name = resource_name(record.get("name", ""), sid)
     taken = kube.get("Source", namespace, name)
@@ -162,7 +151,7 @@ def write_source(kube, namespace: str, record: dict, *, token_issued: bool = Fal
                             ISSUED: rfc3339(from_ms(record.get("tokenIssuedAt"))) or "", ISSUER: "api"})
     manifest = {"apiVersion": API_VERSION, "kind": "Source",
                 "metadata": {"name": name, "namespace": namespace,
-                             "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER}},
+                             "labels": {MANAGED_BY: API_MANAGER}},
                 "spec": source_spec(record)}
     if annotations:
         manifest["metadata"]["annotations"] = annotations
@@ -238,7 +227,7 @@ def write_policy(kube, namespace: str, policy: dict, name: str = "default") -> d
     if clean["disabledBuiltins"]:
         spec["disabledBuiltins"] = clean["disabledBuiltins"]
     manifest = {"apiVersion": API_VERSION, "kind": "Policy",
-                "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER}},
+                "metadata": {"name": name, "namespace": namespace, "labels": {MANAGED_BY: API_MANAGER}},
                 "spec": spec}
     return _apply(kube, manifest)
 
@@ -254,7 +243,7 @@ def _name_for(kube, kind: str, namespace: str, record: dict) -> str:
     id_field, prefix, text_field, fallback = RECORDS[kind]
     rid = record[id_field]
     implied = resource_id(prefix, namespace, "")
-    if rid.startswith(implied) and _DNS.fullmatch(rid[len(implied):]):
+    if rid.startswith(implied) and DNS_NAME.fullmatch(rid[len(implied):]):
         return rid[len(implied):]
     existing = _find_by_annotation(kube, kind, namespace, ID_ANNOTATIONS[prefix], rid)
     if existing is not None:
@@ -267,7 +256,7 @@ def _name_for(kube, kind: str, namespace: str, record: dict) -> str:
 
 def _custom(kind: str, namespace: str, name: str, spec: dict, record: dict, extra: dict[str, str]) -> dict:
     id_field, prefix, _, _ = RECORDS[kind]
-    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER}}
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": {MANAGED_BY: API_MANAGER}}
     annotations = dict(extra)
     if record[id_field] != resource_id(prefix, namespace, name):
         annotations[ID_ANNOTATIONS[prefix]] = record[id_field]
@@ -347,19 +336,17 @@ class SourceMirror:
         text = body.get(text_field) if isinstance(body.get(text_field), str) else ""
         base = resource_name(text, fallback)
         claimed = self._claimed[kind]
-        name = base
-        for _ in range(8):
+        for name in candidate_names(base):
             try:
                 free = await asyncio.to_thread(self.kube.get, kind, self.namespace, name) is None
             except Exception as exc:  # API server away: a name nobody holds, written when it is back
                 log.warning("%s name not checked with the API server: %s", kind, exc)
-                name, free = f"{base[:50]}-{secrets.token_hex(6)}", True
+                name, free = unchecked_name(base), True
             # checked after the wait: a concurrent create on this replica may have taken it meanwhile
             if free and name not in claimed and book.get(resource_id(prefix, self.namespace, name)) is None:
                 claimed.add(name)
                 return resource_id(prefix, self.namespace, name)
-            name = f"{base[:56]}-{secrets.token_hex(3)}"
-        name = f"{base[:50]}-{secrets.token_hex(6)}"
+        name = unchecked_name(base)
         claimed.add(name)
         return resource_id(prefix, self.namespace, name)
 

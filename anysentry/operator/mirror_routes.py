@@ -45,14 +45,13 @@ from dataclasses import dataclass, field
 from anysentry.operator.kube import KubeError
 from anysentry.ops.notification_secrets import from_secret, kube_secret_refs
 from anysentry.ops.notifications import ENV_CHANNEL_ID, SECRET_FIELDS, NotificationError, Notifier
-from anysentry.ops.objectives import resource_id
-from anysentry.ops.standalone import channel_id, route_id, route_record
+from anysentry.ops.objectives import API_MANAGER, MANAGED_BY, resource_id
+from anysentry.operator.names import DNS_NAME, candidate_names, resource_name, unchecked_name
+from anysentry.ops.standalone import REF_FIELDS, channel_id, forget_channels, route_differs, route_id, route_record
 from anysentry.resources.models import API_VERSION, NotificationRoute
 
 log = logging.getLogger("anysentry.mirror.routes")
 
-MANAGED_BY = "app.kubernetes.io/managed-by"
-API_MANAGER = "anysentry-api"
 ROUTE_LABEL = "anysentry.io/notification-route"
 SOURCE_CHANNELS = "anysentry.io/receiver-channels"
 SECRET_SALT = "anysentry.io/secret-salt"
@@ -62,10 +61,8 @@ MAX_RECEIVERS = 10
 CHANNEL_LABEL = "anysentry.io/notification-channel"  # a REST channel's Secret (never ROUTE_LABEL)
 CHANNEL_ANNOTATION = "anysentry.io/channel-id"
 CHANNEL_KEYS = {"webhookUrl": URL_KEY, "signingKey": HMAC_KEY}
-REF_FIELDS = (("webhookUrl", "webhookUrlSecretRef"), ("signingKey", "hmacKeySecretRef"))
 LIMITS = {"webhookUrl": 2048, "signingKey": 512}  # what the notifier keeps of each
 ACTOR = {"type": "system", "id": "anysentry-api"}
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # REST route field → (RouteMatch field, the CRD's length limit)
 MATCH_FIELDS = (("workspacePath", "workspace", 1024), ("agentId", "agent", 256), ("collectorId", "collector", 253),
@@ -84,7 +81,7 @@ def resource_name_of(namespace: str, rid: str) -> str | None:
     """The NotificationRoute a route id stands for, or None for an id no resource implies."""
     prefix = resource_id("rou", namespace, "")
     name = rid[len(prefix):] if rid.startswith(prefix) else ""
-    return name if name and _NAME.match(name) and resource_id("rou", namespace, name) == rid else None
+    return name if name and DNS_NAME.fullmatch(name) and resource_id("rou", namespace, name) == rid else None
 
 
 def receiver_of(namespace: str, route: str, cid: str) -> str | None:
@@ -98,12 +95,12 @@ def receiver_channel(namespace: str, cid: str) -> tuple[str, str] | None:
     """(route, receiver) when `cid` is a receiver channel of some NotificationRoute."""
     prefix = resource_id("chn", namespace, "")
     route, _, receiver = cid[len(prefix):].partition("_") if cid.startswith(prefix) else ("", "", "")
-    return (route, receiver) if route and _NAME.match(route) and receiver_of(namespace, route, cid) == receiver else None
+    return (route, receiver) if route and DNS_NAME.fullmatch(route) and receiver_of(namespace, route, cid) == receiver else None
 
 
 def dns_name(text: str, fallback: str, limit: int = 50) -> str:
-    name = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]+", "-", (text or "").lower())).strip("-")[:limit].strip("-")
-    return name or fallback
+    """A DNS label from a display name (no dots), `fallback` when nothing is left."""
+    return resource_name(text, fallback, limit, dots=False)
 
 
 def receiver_name(text: str, taken: set[str]) -> str:
@@ -319,10 +316,10 @@ def _create_secrets(kube, owner: dict, plan: ReceiverPlan, salt: str) -> None:
 def claim_name(kube, namespace: str, text: str, taken_ids) -> str:
     """A NotificationRoute name from a display name that neither a resource nor a route holds yet."""
     base = dns_name(text, "route")
-    name = base
-    while kube.get("NotificationRoute", namespace, name) is not None or resource_id("rou", namespace, name) in taken_ids:
-        name = f"{base}-{secrets.token_hex(3)}"
-    return name
+    for name in candidate_names(base):
+        if kube.get("NotificationRoute", namespace, name) is None and resource_id("rou", namespace, name) not in taken_ids:
+            return name
+    return unchecked_name(base)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,7 +413,7 @@ class RouteMirror:
         except Exception as exc:
             self.errors += 1
             raise WriteFailed(f"the NotificationRoute resource {name} could not be deleted, nothing changed: {exc}") from exc
-        self._forget_channels({"metadata": {"namespace": self.namespace, "name": name}}, keep=())
+        forget_channels(self.notifier, {"metadata": {"namespace": self.namespace, "name": name}})
 
     async def channel_secret(self, cid: str, body: dict, current: dict | None) -> dict | None:
         """The `secretRef` of REST channel `cid` once `body` applies: the URL and key it gives go into a
@@ -480,11 +477,10 @@ class RouteMirror:
             return None
         if event_type == "DELETED":
             notifier.delete_route(route_id(obj), audited=False)
-            self._forget_channels(obj, keep=())
+            forget_channels(notifier, obj)
             return None
         body = route_body(obj)
-        current = notifier.routes.get(body["routeId"])
-        if current is None or any(current.get(k) != v for k, v in body.items()):
+        if route_differs(notifier, body):
             notifier.create_route(body, actor=actor or ACTOR, audited=actor is not None)
         spec = NotificationRoute.model_validate(obj).spec
         for receiver in spec.receivers:
@@ -496,11 +492,5 @@ class RouteMirror:
                 continue  # its URL is in a Secret this replica cannot read
             if existing is None or any(existing.get(k, "") != v for k, v in channel.items()):
                 notifier.create_channel(channel, actor=ACTOR, audited=False)
-        self._forget_channels(obj, keep={channel_id(obj, r.name) for r in spec.receivers})
+        forget_channels(notifier, obj, keep={channel_id(obj, r.name) for r in spec.receivers})
         return notifier.routes.get(body["routeId"])
-
-    def _forget_channels(self, obj: dict, keep) -> None:
-        notifier = self.notifier
-        prefix = channel_id(obj, "")
-        for cid in [c for c in list(notifier.channels.records) if c.startswith(prefix) and c not in keep]:
-            notifier.channels.remove(cid)

@@ -210,7 +210,7 @@ class Evidence:
             if window_rec is not None:
                 primary["maintenanceWindow"] = window_rec
                 b.windows[pid] = window_rec
-                self.links.maintenance_context(b, window_rec, now)
+                self.links.maintenance_context(b, window_rec)
         elif kind == "audit":
             audit = getattr(self.engine, "audit", None)
             record = next((r for r in (audit.records if audit is not None else []) if r.get("auditId") == pid), None)

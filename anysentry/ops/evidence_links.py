@@ -14,6 +14,7 @@ import time
 
 from anysentry.events.timefmt import display_time
 from anysentry.ops.inventory import AGENT_CLASSES, Inventory
+from anysentry.ops.maintenance import SUPPRESSED_NOTE, target_matches
 from anysentry.store.window import TimeWindow
 from anysentry.ops.fields import text as _text
 
@@ -264,13 +265,9 @@ class Links:
     def objective_target(self, b: Bundle, record: dict) -> None:
         self._target(b, record.get("targetType"), record.get("targetId") or "")
 
-    def maintenance_context(self, b: Bundle, window: dict, now: int) -> None:
+    def maintenance_context(self, b: Bundle, window: dict) -> None:
         kind, target = window.get("targetType"), window.get("targetId") or ""
         self._target(b, kind, target, bare_agents=True)
-        try:
-            from anysentry.ops.maintenance import SUPPRESSED_NOTE, target_matches
-        except ImportError:
-            return
         keys = set(window.get("suppressedKeys") or [])
         for alert in self.values("alerts"):
             if len(b.alerts) >= MAX_LINKED:

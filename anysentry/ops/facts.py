@@ -106,7 +106,7 @@ _EVENT_COLUMNS = ("workspacePath AS ws, agentId AS ag, collectorId AS col, sourc
 
 
 async def event_facts(store, window: TimeWindow) -> tuple[dict[tuple[str, str], AgentFact], dict[str, CollectorFact]]:
-    """(`agent_facts`, `collector_facts`) from one query."""
+    """(per (workspacePath, agentId) `AgentFact`s, per collectorId `CollectorFact`s) from one query."""
     sql = _EVENT_FACTS.format(latest=_latest(store, _EVENT_COLUMNS))
     rows = await _query(store, sql, {"start": window.start, "end": window.end})
     agents: dict[tuple[str, str], AgentFact] = {}
@@ -176,11 +176,6 @@ async def event_facts(store, window: TimeWindow) -> tuple[dict[tuple[str, str], 
 async def agent_facts(store, window: TimeWindow) -> dict[tuple[str, str], AgentFact]:
     """Per (workspacePath, agentId): counts, last event, collectors and sources, monitored flag."""
     return (await event_facts(store, window))[0]
-
-
-async def collector_facts(store, window: TimeWindow) -> dict[str, CollectorFact]:
-    """Per collectorId seen on events in the window."""
-    return (await event_facts(store, window))[1]
 
 
 _RISKY_COLUMNS = "eventId, at, workspacePath, agentId, collectorId, sourceId, verdict, severity, subject, traceId"

@@ -29,6 +29,7 @@ class EventFeed:
         self.overlap_ms = overlap_ms
         self.page = page
         self.cursor: int | None = None
+        self._committed: int | None = None  # the cursor the config table holds (as far as this process knows)
         self._seen: dict[tuple[str, int], int] = {}  # (eventId, decisionUpdatedAt) → storedAt
         self._config = ConfigStore(store)
 
@@ -37,9 +38,11 @@ class EventFeed:
         return await asyncio.to_thread(self._pull)
 
     async def commit(self) -> None:
-        """Keep the cursor, once what was pulled has been folded in and flushed."""
-        if self.cursor is not None:
-            await self._config.aput(CURSOR_KEY, self.cursor)
+        """Keep the cursor, once what was pulled has been folded in and flushed; only when it moved."""
+        cursor = self.cursor
+        if cursor is not None and cursor != self._committed:
+            await self._config.aput(CURSOR_KEY, cursor)
+            self._committed = cursor
 
     def _pull(self) -> list[AgentEvent]:
         if self.cursor is None:
@@ -74,6 +77,7 @@ class EventFeed:
         the newest row (those events are in the books already, folded in by an earlier release)."""
         kept = self._config.get(CURSOR_KEY)
         if isinstance(kept, int) and not isinstance(kept, bool):
+            self._committed = kept
             return kept
         if not self.store.query_rows(f"SELECT 1 FROM {self.store.table('incidents')} LIMIT 1"):
             return 0

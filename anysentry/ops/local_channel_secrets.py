@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from anysentry.ops.notification_secrets import LOCAL_REF, SECRET_FIELDS, STORED_ONLY, from_secret
+from anysentry.ops.notification_secrets import LOCAL_REF, SECRET_FIELDS, from_secret, restore_values
 
 log = logging.getLogger("anysentry.ops.local_channel_secrets")
 
@@ -139,9 +139,7 @@ def hold_local_values(services) -> int:
                 log.error("notification channel %s: its local values (%s) are missing; it is not delivered to",
                           record["channelId"], store.folder / name)
                 continue
-            for key in STORED_ONLY:
-                record.pop(key, None)
-            record.update(values)  # held in memory only: nothing to write back
+            restore_values(record, values)  # held in memory only: nothing to write back
             count += 1
         elif not from_secret(record) and not record.get("readOnly") and record.get("webhookUrl"):
             try:

@@ -33,7 +33,6 @@ DEFAULT_SPAN_MS = 3_600_000
 MIN_SPAN_MS = 60_000
 MAX_SUPPRESSED_KEYS = 500
 LABELS_ANNOTATION = "anysentry.io/labels"
-MIRROR_LABEL = ("app.kubernetes.io/managed-by", "anysentry-api")  # the api's mark on what it wrote, not a user label
 _HIDDEN = ("suppressedKeys",)
 
 
@@ -69,7 +68,9 @@ def resource_labels(meta: dict) -> dict | list:
             return clean_labels(json.loads(kept))
         except ValueError:
             pass
-    return {k: v for k, v in (meta.get("labels") or {}).items() if (k, v) != MIRROR_LABEL}
+    from anysentry.ops.objectives import API_MANAGER, MANAGED_BY  # objectives imports this module
+
+    return {k: v for k, v in (meta.get("labels") or {}).items() if (k, v) != (MANAGED_BY, API_MANAGER)}
 
 
 def agent_target_matches(target_id: str, workspace: str, agent: str) -> bool:

@@ -99,6 +99,15 @@ def _secret_ref(value: dict) -> dict:
     return out
 
 
+def restore_values(record: dict, values: dict) -> dict:
+    """Put the held values (`values`: webhookUrl, signingKey) back into a Secret-sourced `record`: the
+    stand-ins the store kept of them go, the values are set (a missing one as ""). Returns `record`."""
+    for key in STORED_ONLY:
+        record.pop(key, None)
+    record.update({k: values.get(k) or "" for k in SECRET_FIELDS})
+    return record
+
+
 def hold_channel(notifier, body: dict, refs: dict, actor: dict) -> None:
     """A Secret-sourced channel (`body`: channelId, name, enabled and the values just read from the
     Secrets `refs` names) in the notifier; nothing when it holds exactly that already. A channel that
@@ -141,9 +150,7 @@ class ChannelBook(Book):
             if deleted or not from_secret(body) or not from_secret(current) or "webhookUrl" not in current \
                     or current.get("secretRef") != body.get("secretRef"):  # type: ignore[union-attr]
                 return key, deleted, body
-            held = {k: v for k, v in body.items() if k not in STORED_ONLY}
-            held.update({k: current.get(k, "") for k in SECRET_FIELDS})  # type: ignore[union-attr]
-            return key, deleted, held
+            return key, deleted, restore_values(dict(body), current)  # type: ignore[arg-type]
 
         return super().merge([kept(*row) for row in rows])
 

@@ -53,6 +53,9 @@ def resource_id(prefix: str, namespace: str, name: str) -> str:
     return f"{prefix}_" + re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{namespace}_{name}")[:150]
 
 
+# the label on what the api writes in a cluster (resources for REST records, receiver Secrets); also its field manager
+MANAGED_BY = "app.kubernetes.io/managed-by"
+API_MANAGER = "anysentry-api"
 # annotations the api's mirror writes on the Objective / MaintenanceWindow resources it creates
 ID_ANNOTATIONS = {"obj": "anysentry.io/objectiveid", "mw": "anysentry.io/windowid"}
 DISPLAY_NAME = "anysentry.io/display-name"  # a REST objective's name (the CRD has no name field)

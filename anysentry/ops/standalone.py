@@ -111,6 +111,13 @@ def channel_id(obj: dict, receiver: str) -> str:
     return resource_id("chn", meta.get("namespace") or "default", f"{meta['name']}_{receiver}")
 
 
+def forget_channels(notifier, obj: dict, keep=()) -> None:
+    """Remove the receiver channels of NotificationRoute `obj` from the notifier, but those in `keep`."""
+    prefix = channel_id(obj, "")
+    for cid in [c for c in list(notifier.channels.records) if c.startswith(prefix) and c not in keep]:
+        notifier.channels.remove(cid)
+
+
 def route_record(obj: dict, channel_ids: list[str]) -> dict:
     """The REST route record a NotificationRoute stands for: every process (serve, operator, api
     replicas) builds the same one, so each holds one record per resource."""
@@ -122,10 +129,27 @@ def route_record(obj: dict, channel_ids: list[str]) -> dict:
             "team": match.team, "q": match.text, "description": spec.description}
 
 
+# a channel's secret field → the receiver field naming the Secret key that holds it
+REF_FIELDS = (("webhookUrl", "webhookUrlSecretRef"), ("signingKey", "hmacKeySecretRef"))
+
+
 def secret_refs(receiver) -> dict:
     """The Secrets a receiver's values come from (names and keys: nothing secret)."""
-    refs = {"webhookUrl": receiver.webhookUrlSecretRef, "signingKey": receiver.hmacKeySecretRef}
+    refs = {field_: getattr(receiver, ref_field) for field_, ref_field in REF_FIELDS}
     return {field_: {"name": ref.name, "key": ref.key} for field_, ref in refs.items() if ref is not None}
+
+
+def route_differs(notifier, body: dict) -> bool:
+    """Whether the notifier's route `body["routeId"]` would change by taking `body`: the candidate is
+    normalised as the notifier stores it (names and match fields cut, the description redacted), so a
+    field longer than the notifier keeps compares equal once held. A field the record lacks counts as
+    empty."""
+    existing = notifier.routes.get(body["routeId"])
+    if existing is None:
+        return True
+    candidate = dict(existing)
+    notifier._apply_route(candidate, body)  # on a copy: the books are not touched
+    return any(existing.get(k, [] if isinstance(v, list) else "") != v for k, v in candidate.items())
 
 
 def apply_route(engine, obj: dict, receivers: dict[str, dict]) -> dict | None:
@@ -146,12 +170,9 @@ def apply_route(engine, obj: dict, receivers: dict[str, dict]) -> dict | None:
         body = {"channelId": cid, "name": f"{obj['metadata']['name']}/{name}", "enabled": spec.enabled,
                 **{k: values.get(k, "") for k in SECRET_FIELDS}}
         hold_channel(notifier, body, refs.get(name, {}), actor)
-    for stale in [c for c in list(notifier.channels.records) if c.startswith(channel_id(obj, "")) and c not in channel_ids]:
-        notifier.channels.remove(stale)
+    forget_channels(notifier, obj, keep=channel_ids)
     body = route_record(obj, channel_ids)
-    existing = notifier.routes.get(body["routeId"])
-    if existing is None or any(existing.get(k, "" if k not in ("kinds", "channelIds") else []) != v for k, v in body.items()
-                               if k in existing or v):
+    if route_differs(notifier, body):
         notifier.create_route(body, actor=actor)
     return notifier.routes.get(body["routeId"])
 
@@ -174,13 +195,11 @@ def local_receivers(resource) -> tuple[dict[str, dict], list[str]]:
     out, problems = {}, []
     for receiver in resource.spec.receivers:
         values = {}
-        for field_, ref in (("webhookUrl", receiver.webhookUrlSecretRef), ("signingKey", receiver.hmacKeySecretRef)):
-            if ref is None:
-                continue
-            value = local_secret(ref.name, ref.key)
+        for field_, ref in secret_refs(receiver).items():
+            value = local_secret(ref["name"], ref["key"])
             if value is None:
-                problems.append(f"receiver {receiver.name}: secret {ref.name}/{ref.key} not set "
-                                f"(ANYSENTRY_SECRETS_DIR/{ref.name}/{ref.key} or ANYSENTRY_SECRET_*)")
+                problems.append(f"receiver {receiver.name}: secret {ref['name']}/{ref['key']} not set "
+                                f"(ANYSENTRY_SECRETS_DIR/{ref['name']}/{ref['key']} or ANYSENTRY_SECRET_*)")
             else:
                 values[field_] = value
         out[receiver.name] = values

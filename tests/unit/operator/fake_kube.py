@@ -1,6 +1,7 @@
 """An in-memory stand-in for anysentry.operator.kube.Kube: enough API-server behaviour (objects by
 kind/namespace/name, uid, resourceVersion, generation on spec change, merge patch, apply, status
-subresource, generateName) for the handlers to run as plain functions without a cluster."""
+subresource, generateName, label selectors on list) for the handlers to run as plain functions
+without a cluster."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import copy
 import itertools
 import uuid
 
+from anysentry.events.workloads import LabelSelector
 from anysentry.operator.kube import PLURALS, KubeError
 
 _BY_PLURAL = {plural: kind for kind, (_, plural) in PLURALS.items()}
@@ -55,7 +57,10 @@ class FakeKube:
 
     def list(self, kind, namespace=None, *, label_selector=None, field_selector=None):
         self.calls.append(("list", kind, namespace))
-        return [copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items()) if k == kind and (namespace is None or ns == namespace)]
+        selector = LabelSelector.parse(label_selector or "")  # `k=v`, `k!=v`, `k`, `!k`, `k in (...)`, comma-separated
+        return [copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items())
+                if k == kind and (namespace is None or ns == namespace)
+                and selector.matches((o.get("metadata") or {}).get("labels") or {})]
 
     def create(self, manifest, namespace=None):
         self.calls.append(("create", manifest["kind"], namespace, manifest["metadata"].get("name")))
