@@ -58,6 +58,16 @@ def fake_kubelet(k8s):
 
 
 @pytest.fixture
+def cluster_admin(k8s):
+    """A Kubernetes client with the control plane's admin credentials."""
+    from anysentry.operator.kube import Kube
+
+    client = Kube.from_environment(str(k8s.kubeconfig))
+    yield client
+    client.close()
+
+
+@pytest.fixture
 def k8s_namespace(k8s):
     name = f'test-{uuid.uuid4().hex[:8]}'
     k8s.kubectl('create', 'namespace', name, check=True)

@@ -34,12 +34,8 @@ def spaces(k8s):
 
 
 @pytest.fixture
-def admin(k8s):
-    from anysentry.operator.kube import Kube
-
-    client = Kube.from_environment(str(k8s.kubeconfig))
-    yield client
-    client.close()
+def admin(cluster_admin):
+    return cluster_admin
 
 
 def installation(clickhouse: str, namespaces: list[str] | None) -> dict:

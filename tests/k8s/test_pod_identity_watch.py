@@ -33,12 +33,8 @@ def ns(k8s):
 
 
 @pytest.fixture
-def kube(k8s):
-    from anysentry.operator.kube import Kube
-
-    client = Kube.from_environment(str(k8s.kubeconfig))
-    yield client
-    client.close()
+def kube(cluster_admin):
+    return cluster_admin
 
 
 def create_pod(kube, ns: str, name: str, labels: dict) -> dict:
