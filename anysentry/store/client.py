@@ -114,6 +114,19 @@ def _sql_string(text: str) -> str:
 _ROWS_PREFIX = "anysentry-rows-"
 
 
+def _rows_file() -> tuple[int, str, bool]:
+    """(fd, path the engine reads, whether it is a named temporary file the caller removes)."""
+    if hasattr(os, "memfd_create") and os.path.isdir(f"/proc/{os.getpid()}/fd"):
+        try:
+            fd = os.memfd_create("anysentry-rows", os.MFD_CLOEXEC)
+        except OSError:
+            pass
+        else:
+            return fd, f"/proc/{os.getpid()}/fd/{fd}", False
+    fd, path = tempfile.mkstemp(prefix=f"{_ROWS_PREFIX}{os.getpid()}-", suffix=".json")
+    return fd, path, True
+
+
 def _remove_orphaned_rows() -> None:
     """Delete temporary row files left by a process that died mid-insert (named with its pid)."""
     directory = tempfile.gettempdir()
@@ -315,20 +328,25 @@ class Store:
             )
 
     def _insert_json_file(self, parts: list) -> None:
-        """Rows read by the engine from a temporary file (chdb: no copy into the SQL text)."""
-        client = self.client
-        fd, path = tempfile.mkstemp(prefix=f"{_ROWS_PREFIX}{os.getpid()}-", suffix=".json")
+        """Rows read by the engine from a temporary file (chdb: no copy into the SQL text). An
+        anonymous in-memory file where Linux has one: no disk writeback of rows that are already in
+        the log, and nothing left behind by a crash."""
+        fd, path, named = _rows_file()
         try:
             try:
                 write_all(fd, parts)
             finally:
-                os.close(fd)
-            client.command(
+                if named:  # the engine opens it by name
+                    os.close(fd)
+            self.client.command(
                 f"INSERT INTO {self.events_table} ({_JSON_COLUMNS}) SELECT {_JSON_SELECT} "
                 f"FROM file({_sql_string(path)}, 'JSONEachRow', '{_JSON_STRUCTURE}') SETTINGS {_JSON_SETTINGS_SQL}"
             )
         finally:
-            os.unlink(path)
+            if named:
+                os.unlink(path)
+            else:
+                os.close(fd)
 
     def latest_events(self, event_ids: Iterable[str]) -> dict[str, AgentEvent]:
         """The latest decision revision of each given event id (absent ids are simply missing)."""

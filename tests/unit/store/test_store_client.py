@@ -210,3 +210,22 @@ def test_row_files_of_dead_processes_are_removed_at_open(store, store_settings, 
         path.write_text("[]")
     Store(store_settings).open()
     assert not orphan.exists() and mine.exists() and other.exists()
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["memfd", "temp-file"])
+def test_inserted_rows_leave_no_file_behind(store, tmp_path, monkeypatch, in_memory):
+    """The rows file the engine reads is anonymous memory on Linux; where there is none (or it is
+    refused), a named temporary file that is removed after the insert."""
+    import os
+    import tempfile
+
+    import orjson
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    if not in_memory:
+        monkeypatch.delattr(os, "memfd_create")
+    open_fds = len(os.listdir("/proc/self/fd"))
+    events = make_events(4)
+    store.insert_json([orjson.dumps(events)])
+    assert store.latest_events([e.eventId for e in events]) == {e.eventId: e for e in events}
+    assert list(tmp_path.iterdir()) == [] and len(os.listdir("/proc/self/fd")) == open_fds
