@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from anysentry.events.model import JSON_FIELDS, AgentEvent
-from anysentry.store import schema
+from anysentry.store import engine_threads, schema
 from anysentry.store.settings import StoreSettings, valid_identifier
 from anysentry.store.wal import write_all
 
@@ -92,7 +92,11 @@ _JSON_SELECT = ", ".join(
     for name in _INSERT_COLUMNS
 )
 _JSON_SETTINGS = {"input_format_json_read_objects_as_strings": 1, "input_format_skip_unknown_fields": 1}
-_JSON_SETTINGS_SQL = ", ".join(f"{key} = {value}" for key, value in _JSON_SETTINGS.items())
+# The embedded engine shares the service's cores: an insert parsing on every core stalls the event
+# loop for its duration (guard answers waited behind each periodic insert). One thread costs no more
+# CPU per row and leaves the other cores to the loop and the ingest workers.
+_EMBEDDED_JSON_SETTINGS = {**_JSON_SETTINGS, "max_threads": 1, "max_insert_threads": 1, "input_format_parallel_parsing": 0}
+_EMBEDDED_JSON_SETTINGS_SQL = ", ".join(f"{key} = {value}" for key, value in _EMBEDDED_JSON_SETTINGS.items())
 
 
 def json_rows(payloads: Sequence[bytes]) -> list:
@@ -229,6 +233,7 @@ class Store:
                 _warm_insert_path()
                 if self.settings.embedded:
                     _remove_orphaned_rows()
+                    engine_threads.keep_low(self.settings.engine_nice)
                 self._client = client
         return self
 
@@ -343,7 +348,7 @@ class Store:
                     os.close(fd)
             self.client.command(
                 f"INSERT INTO {self.events_table} ({_JSON_COLUMNS}) SELECT {_JSON_SELECT} "
-                f"FROM file({_sql_string(path)}, 'JSONEachRow', '{_JSON_STRUCTURE}') SETTINGS {_JSON_SETTINGS_SQL}"
+                f"FROM file({_sql_string(path)}, 'JSONEachRow', '{_JSON_STRUCTURE}') SETTINGS {_EMBEDDED_JSON_SETTINGS_SQL}"
             )
         finally:
             if named:

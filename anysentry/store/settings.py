@@ -22,6 +22,8 @@ DEFAULT_STATE_FLUSH_INTERVAL = 5.0
 # Rows per insert at most: every insert makes a part the engine later merges, and fewer, larger parts
 # cost less engine CPU per row (13 µs at 5,000 rows, 9 µs at 20,000 on bench/ingest.py's rows).
 DEFAULT_BATCH_SIZE = 20_000
+DEFAULT_ENGINE_NICE = 10  # 0 leaves the embedded engine's threads at the service's priority
+MAX_ENGINE_NICE = 19
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -66,6 +68,7 @@ class StoreSettings:
     state_flush_interval: float = DEFAULT_STATE_FLUSH_INTERVAL
     batch_size: int = DEFAULT_BATCH_SIZE
     chdb_dir: str = ""  # overrides `<data_dir>/chdb` (tests share one engine path per process)
+    engine_nice: int = DEFAULT_ENGINE_NICE  # the embedded engine's threads yield the cores (`engine_threads`)
 
     def __post_init__(self) -> None:
         valid_identifier(self.database)
@@ -105,6 +108,7 @@ class StoreSettings:
             batch_size=_int_env(env, "ANYSENTRY_BATCH_SIZE", DEFAULT_BATCH_SIZE, minimum=1),
             state_flush_interval=_float_env(env, "ANYSENTRY_STATE_FLUSH_SECS", DEFAULT_STATE_FLUSH_INTERVAL,
                                             minimum=0.05),
+            engine_nice=min(MAX_ENGINE_NICE, _int_env(env, "ANYSENTRY_ENGINE_NICE", DEFAULT_ENGINE_NICE)),
         )
         values.update(overrides)
         return cls(**values)
