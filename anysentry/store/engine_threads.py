@@ -36,6 +36,16 @@ def keep_low(nice: int) -> bool:
     return True
 
 
+def lower_this_thread(nice: int) -> None:
+    """For a thread of ours that mostly waits on the engine (the event writer's): the engine runs a
+    one-thread insert on its caller's thread."""
+    if nice > 0 and hasattr(os, "setpriority"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        except OSError:
+            log.warning("cannot lower the priority of the store writer thread")
+
+
 def _watch(nice: int) -> None:
     seen: set[int] = set()
     event = threading.Event()

@@ -20,11 +20,13 @@ import logging
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import orjson
 
 from anysentry.events.model import AgentEvent
+from anysentry.store import engine_threads
 from anysentry.store.client import Store, revision_at
 from anysentry.store.wal import BufferFull, WriteAheadLog, header
 
@@ -53,7 +55,7 @@ class WriterStats:
 
 @dataclass(slots=True)
 class _Submission:
-    payload: bytes
+    payload: bytes | bytearray
     count: int
     future: asyncio.Future
     outcome: object = None  # the WAL position, or the exception that kept the batch out
@@ -98,6 +100,7 @@ class EventWriter:
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._stop_event = asyncio.Event()
+        self._executor: ThreadPoolExecutor | None = None
         self._inflight: asyncio.Future | None = None
         self._backoff = 0.0
         # group commit: submissions wait here for the committer thread
@@ -121,7 +124,7 @@ class EventWriter:
         if events:
             await self.submit_serialised(orjson.dumps(events), len(events))
 
-    async def submit_serialised(self, payload: bytes, count: int) -> None:
+    async def submit_serialised(self, payload: bytes | bytearray, count: int) -> None:
         """`submit` for a batch already serialised: an orjson array of `count` AgentEvents (what
         the ingest workers hand back)."""
         if not count:
@@ -224,6 +227,9 @@ class EventWriter:
         while self._unanswered:  # batches being appended are answered (and queued) first
             await asyncio.sleep(0.001)
         await self._flush_all()
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
 
     async def sync(self) -> bool:
         """Make everything submitted so far visible in the store (read-your-writes).
@@ -322,12 +328,22 @@ class EventWriter:
                 # A step whose caller was cancelled still runs to its end (insert + acknowledge).
                 await asyncio.wait([self._inflight])
             # One thread hop per batch: plan, insert and acknowledge run together off the loop.
-            self._inflight = loop.run_in_executor(None, self._flush_step, full_only)
+            self._inflight = loop.run_in_executor(self._flusher(), self._flush_step, full_only)
             outcome = await asyncio.shield(self._inflight)
             if outcome is not True:
                 return outcome is None
             if not full_only and self.wal.checkpoint >= target:
                 return True
+
+    def _flusher(self) -> ThreadPoolExecutor:
+        """The writer's own thread, at the embedded engine's priority: a one-thread insert runs on
+        it, and must not take a core from the event loop (see `engine_threads`)."""
+        if self._executor is None:
+            settings = self.store.settings
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="anysentry-store-writer",
+                                                initializer=engine_threads.lower_this_thread,
+                                                initargs=(settings.engine_nice if settings.embedded else 0,))
+        return self._executor
 
     def _flush_step(self, full_only: bool) -> bool | None:
         """Write one batch: True on progress, None when there is nothing (more) to write, False

@@ -51,3 +51,32 @@ def test_engine_nice_setting():
     assert StoreSettings.from_env({"ANYSENTRY_ENGINE_NICE": "0"}).engine_nice == 0
     assert StoreSettings.from_env({"ANYSENTRY_ENGINE_NICE": "99"}).engine_nice == 19
     assert not engine_threads.keep_low(0)
+
+
+@pytest.mark.parametrize("nice", [DEFAULT_ENGINE_NICE, 0])
+async def test_the_event_writer_inserts_from_a_thread_at_the_engine_priority(store_settings, nice):
+    """The embedded engine runs a one-thread insert on its caller: the writer's own thread."""
+    import dataclasses
+
+    from store_helpers import count_rows, make_events
+
+    from anysentry.store.client import Store
+    from anysentry.store.wal import WriteAheadLog
+    from anysentry.store.writer import EventWriter
+
+    store = Store(dataclasses.replace(store_settings, engine_nice=nice)).open()
+    wal = WriteAheadLog(store_settings.wal_dir, max_bytes=store_settings.buffer_max_bytes)
+    writer = EventWriter(store, wal, flush_interval=60)
+    before = {t.ident for t in threading.enumerate()}
+    await writer.start()
+    try:
+        await writer.submit(make_events(5))
+        assert await writer.sync() and count_rows(store) == 5
+        (thread,) = [t for t in threading.enumerate()
+                     if t.name.startswith("anysentry-store-writer") and t.ident not in before]
+        assert nice_of(thread.native_id) == nice
+        assert nice_of(threading.get_native_id()) == 0  # the loop's thread keeps its priority
+    finally:
+        await writer.stop()
+        wal.close()
+        store.command(f"DROP DATABASE IF EXISTS `{store_settings.database}` SYNC")
