@@ -316,7 +316,14 @@ class IngestPipeline:
                     listener(final)
 
 
-def json_array(parts: list[bytes]) -> bytes:
-    """One JSON array of the elements of several (orjson-serialised) arrays."""
-    elements = [part[1:-1] for part in parts if len(part) > 2]
-    return b"[" + b",".join(elements) + b"]"
+def json_array(parts: list[bytes]) -> bytearray:
+    """One JSON array of the elements of several (orjson-serialised) arrays, each element copied
+    once (a worker batch's payload is ~400 KB; slicing, joining and wrapping copied it four times)."""
+    out = bytearray(b"[")
+    for part in parts:
+        if len(part) > 2:
+            if len(out) > 1:
+                out += b","
+            out += memoryview(part)[1:-1]
+    out += b"]"
+    return out
