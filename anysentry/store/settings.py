@@ -16,8 +16,8 @@ DEFAULT_RETENTION_DAYS = 90
 DEFAULT_BUFFER_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_FLUSH_INTERVAL = 2.0  # SPEC §29: "flushed about every 2 s" (a quiet writer flushes sooner)
 # Books (sources, incidents, alerts, ...) are written to their state tables this often. Every write
-# is an engine call, and embedded chdb holds the GIL for part of each one, stalling requests in the
-# same process (bench/guard.py): under ingest the counters change constantly, so not too often.
+# is an engine call (~10 ms of CPU for query analysis and a new part, whatever its size) on the cores
+# the service's requests use: under ingest the counters change constantly, so not too often.
 DEFAULT_STATE_FLUSH_INTERVAL = 5.0
 # Rows per insert at most: every insert makes a part the engine later merges, and fewer, larger parts
 # cost less engine CPU per row (13 µs at 5,000 rows, 9 µs at 20,000 on bench/ingest.py's rows).
