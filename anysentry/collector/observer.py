@@ -29,6 +29,7 @@ from anysentry.collector import procfs
 DEFAULT_AGENT_PATTERN = (r"^(python[0-9.]*|node|nodejs|deno|bun|claude|claude-code|codex|aider|goose|gemini|"
                          r"opencode|openhands|cursor-agent|copilot|a3s|a3s-code)$")
 _MAX_ANCESTRY = 64
+_UNREAD_POLLS = 3  # a process whose argv stays unreadable this many polls is left alone
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class _Proc:
     agent: str | None = None  # set while the process is of interest
     lineage: bool = False  # the agent name came from the pattern (here or above), so children inherit it
     reported: bool = False  # a ToolExec went out, so the exit will too
+    unread: int = 0  # polls that found no argv
     exited: bool = False
     netns: str = ""
     identity: dict = field(default_factory=dict)
@@ -83,6 +85,7 @@ class ProcObserver:
         self._procs: dict[int, _Proc] = {}
         self._examined: dict[str, set[int]] = {}  # per network namespace: socket inodes already looked at
         self._agents = 0  # observed_agents() as of the last poll
+        self._unread: dict[int, bool] = {}  # pid → newly seen, for processes whose argv could not be read
         self._boot_id = procfs.boot_id(self.proc)
         self._boot_time = procfs.boot_time(self.proc)
         self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -119,7 +122,8 @@ class ProcObserver:
                 if known is not None:  # the pid was reused: the old process ended between polls
                     out.extend(self._exit(known, now))
                 cgroup = procfs.read_cgroup(self.proc, pid)
-                in_scope = self.settings.all_processes or "kubepods" in cgroup
+                in_scope = ((self.settings.all_processes or "kubepods" in cgroup)
+                            and not stat.kernel_thread and stat.state != "Z")  # neither will ever exec
                 self._procs[pid] = _Proc(pid, stat.start_ticks, stat.comm, stat.ppid, in_scope, cgroup)
                 fresh[pid] = True
                 continue
@@ -129,6 +133,10 @@ class ProcObserver:
             elif stat.comm != known.comm or (known.agent and procfs.readlink(f"{self.proc}/{pid}/exe") != known.exe):
                 known.comm = stat.comm
                 fresh[pid] = False
+        for pid, is_new in self._unread.items():  # argv unreadable last time: look again
+            if pid in alive and pid not in fresh:
+                fresh[pid] = is_new
+        self._unread = {}
         for pid in list(fresh):
             if pid in fresh:
                 out.extend(self._classify(self._procs[pid], fresh, now))
@@ -149,9 +157,14 @@ class ProcObserver:
         if not proc.in_scope:
             return out
         argv, truncated = procfs.read_cmdline(self.proc, proc.pid)
-        if not argv:  # a kernel thread, a zombie or gone: none of them will exec again
-            proc.in_scope = False
+        if not argv:  # gone, or caught inside execve (its pid is listed before its arguments are set)
+            proc.unread += 1
+            if proc.unread < _UNREAD_POLLS:
+                self._unread[proc.pid] = is_new
+            else:
+                proc.in_scope = False
             return out
+        proc.unread = 0
         exe = procfs.readlink(f"{self.proc}/{proc.pid}/exe")
         if proc.agent is None or not proc.lineage:
             if parent is not None and parent.agent and parent.lineage:

@@ -26,6 +26,7 @@ class Stat:
     ppid: int
     start_ticks: int  # field 22: start time after boot, in clock ticks; with the pid, the process's identity
     exit_code: int | None  # field 52: the wait status, readable only while a zombie (Linux ≥ 3.5)
+    kernel_thread: bool = False  # field 9 (flags) has PF_KTHREAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,9 @@ def list_pids(proc: str) -> list[int]:
         return []
 
 
+_PF_KTHREAD = 0x00200000
+
+
 def parse_stat(text: str) -> Stat | None:
     """`pid (comm) state ppid ...`; comm may hold spaces and parentheses, so split at the last `)`."""
     try:
@@ -70,7 +74,8 @@ def parse_stat(text: str) -> Stat | None:
         int(text[:open_paren])  # the pid: a line that does not start with one is not a stat line
         rest = text[close_paren + 2:].split()
         exit_code = int(rest[49]) if len(rest) > 49 else None
-        return Stat(text[open_paren + 1:close_paren], rest[0], int(rest[1]), int(rest[19]), exit_code)
+        return Stat(text[open_paren + 1:close_paren], rest[0], int(rest[1]), int(rest[19]), exit_code,
+                    bool(int(rest[6]) & _PF_KTHREAD))
     except (ValueError, IndexError):
         return None
 
@@ -93,7 +98,8 @@ def read_uid(proc: str, pid: int) -> int | None:
 
 
 def read_cmdline(proc: str, pid: int) -> tuple[list[str], bool]:
-    """(argv, truncated). Empty for kernel threads and zombies."""
+    """(argv, truncated). Empty for kernel threads, zombies, and a process inside execve (its new
+    arguments are not set up yet)."""
     data = _read_bytes(f"{proc}/{pid}/cmdline", CMDLINE_LIMIT + 1)
     if not data:
         return [], False

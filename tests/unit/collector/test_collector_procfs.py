@@ -117,6 +117,24 @@ def test_exits_are_reported_once_with_the_zombie_exit_status(tree):
     assert orjson.loads(killed.line)["event"] == {"ProcessExit": {"pid": 400, "signal": 9}}
 
 
+def test_a_process_caught_inside_execve_is_reported_once_its_arguments_are_readable(tree):
+    """Its pid is listed (with the new name) before the new command line is set up: an empty argv
+    then means "look again", not "never of interest"."""
+    pod_agent(tree)
+    obs = observer(tree)
+    obs.poll()
+    tree.add(102, "python3", [], ppid=101, cgroup=kube_cgroup(POD), start=5200)
+    assert obs.poll() == []
+    tree.exec(102, "python3", ["python3", "-m", "pytest"])
+    (started,) = obs.poll()
+    assert started.kind == "ToolExec"
+    assert orjson.loads(started.line)["event"]["ToolExec"]["argv"] == ["python3", "-m", "pytest"]
+    tree.add(103, "python3", [], ppid=101, cgroup=kube_cgroup(POD), start=5300)
+    assert [obs.poll() for _ in range(3)] == [[], [], []]
+    tree.exec(103, "python3", ["python3", "late.py"])
+    assert obs.poll() == []  # unreadable for three polls: left alone, like a kernel thread
+
+
 def test_a_reused_pid_ends_the_old_process_and_starts_a_new_one(tree):
     pod_agent(tree)
     obs = observer(tree)
