@@ -119,11 +119,12 @@ def _sql_string(text: str) -> str:
 
 
 _ROWS_PREFIX = "anysentry-rows-"
+_PROC_FDS = os.path.isdir("/proc/self/fd")  # an anonymous file is readable by path only through /proc
 
 
 def _rows_file() -> tuple[int, str, bool]:
     """(fd, path the engine reads, whether it is a named temporary file the caller removes)."""
-    if hasattr(os, "memfd_create") and os.path.isdir(f"/proc/{os.getpid()}/fd"):
+    if hasattr(os, "memfd_create") and _PROC_FDS:
         try:
             fd = os.memfd_create("anysentry-rows", os.MFD_CLOEXEC)
         except OSError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +40,19 @@ def keep_low(nice: int) -> bool:
 def lower_this_thread(nice: int) -> None:
     """For a thread of ours that mostly waits on the engine (the event writer's): the engine runs a
     one-thread insert on its caller's thread."""
-    if nice > 0 and hasattr(os, "setpriority"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-        except OSError:
-            log.warning("cannot lower the priority of the store writer thread")
+    if nice > 0 and hasattr(os, "setpriority") and not _lower(threading.get_native_id(), nice):
+        log.warning("cannot lower the priority of the store writer thread")
 
 
 def _watch(nice: int) -> None:
-    seen: set[int] = set()
-    event = threading.Event()
+    candidates: set[int] = set()
     while True:
         try:
-            seen = lower(nice, seen)
+            candidates = lower(nice, candidates)
         except OSError:
             log.warning("cannot read this process's threads: the store engine keeps normal priority")
             return
-        event.wait(RECHECK_SECS)
+        time.sleep(RECHECK_SECS)
 
 
 def lower(nice: int, candidates: set[int]) -> set[int]:
@@ -65,9 +62,15 @@ def lower(nice: int, candidates: set[int]) -> set[int]:
     python = {thread.native_id for thread in threading.enumerate()}
     others = {int(name) for name in os.listdir(_TASKS)} - python
     for tid in others & candidates:
-        try:
-            if os.getpriority(os.PRIO_PROCESS, tid) < nice:
-                os.setpriority(os.PRIO_PROCESS, tid, nice)
-        except OSError:  # ended meanwhile
-            continue
+        _lower(tid, nice)
     return others
+
+
+def _lower(tid: int, nice: int) -> bool:
+    """Raise one thread's nice value to `nice` (never lowers it); False when it is gone or refused."""
+    try:
+        if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except OSError:
+        return False
+    return True
