@@ -4,8 +4,9 @@ The service's event loop runs on one core, and at batch rates normalising, judgi
 are most of its work (bench/ingest.py). So a batch of at least `min_items` items is handed to a pool
 of worker processes that run the very same `judge_item` as the loop, and hand back only what the
 loop needs: the WAL payload of the events that just need storing (final allow decisions) as bytes
-with their counts, every other event as an object (it may go to L2/L3 and into incidents), and the
-per-item answers, heartbeats and rejections. Everything stateful — sources, the WAL, tiers, books —
+with their counts, and their answers serialised too; every other event as an object (it may go to
+L2/L3 and into incidents); heartbeats and rejections. Moving objects between processes costs more
+than serialising them where they are made. Everything stateful — sources, the WAL, tiers, books —
 stays in the loop's process, which also keeps batches needing its identity state (pod identities,
 human reviews). A pool that fails (a worker died) is rebuilt, and that batch is judged in the loop:
 nothing is lost, nothing is judged twice.
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import orjson
 
-from anysentry.api.pipeline import PlainEvents, event_answer, judge_item, rejection_answer
+from anysentry.api.pipeline import AnswerRun, PlainEvents, event_answer, judge_item, rejection_answer
 from anysentry.events.model import Heartbeat, Observation, SourceContext
 from anysentry.judge.engine import Judge
 
@@ -88,8 +89,9 @@ class Job:
 
 @dataclass(slots=True)
 class Judged:
-    """A worker's answer: per item, its answer, or the Observation of an event the loop keeps as an
-    object (its answer is written after the tiers have seen it)."""
+    """A worker's answer, in item order: an `AnswerRun` for consecutive final allow events (already
+    serialised), `(index, Observation)` for an event the loop keeps as an object (its answer is
+    written after the tiers have seen it), or the answer dict of a heartbeat or a rejection."""
 
     answers: list
     plain: PlainEvents | None
@@ -117,6 +119,7 @@ def judge_batch(job: Job) -> Judged:
     started = time.perf_counter()
     source_id = job.context.sourceId if job.context is not None else None
     answers: list = []
+    run: list = []  # consecutive answers of final allow events, serialised together
     plain: list = []
     heartbeats: list = []
     rejections: dict[str, int] = {}
@@ -127,16 +130,22 @@ def judge_batch(job: Job) -> Judged:
             event = result.event
             if event.verdict == "allow" and event.decisionStatus == "succeeded":
                 plain.append(event)
-                answers.append(event_answer(event, index))
+                run.append(event_answer(event, index))
                 last_at = max(last_at, event.at)
-            else:
-                answers.append(result)
+                continue
+            answer: object = (index, result)
         elif isinstance(result, Heartbeat):
             heartbeats.append((index, result.payload))
-            answers.append({"index": index})  # filled in once recorded
+            answer = {"index": index}  # filled in once recorded
         else:
             rejections[result.reason] = rejections.get(result.reason, 0) + 1
-            answers.append(rejection_answer(index, result.reason, source_id))
+            answer = rejection_answer(index, result.reason, source_id)
+        if run:
+            answers.append(AnswerRun(orjson.dumps(run)[1:-1], len(run)))
+            run = []
+        answers.append(answer)
+    if run:
+        answers.append(AnswerRun(orjson.dumps(run)[1:-1], len(run)))
     events = PlainEvents(orjson.dumps(plain), len(plain), last_at) if plain else None
     return Judged(answers, events, heartbeats, rejections, time.perf_counter() - started)
 

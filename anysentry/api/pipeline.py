@@ -31,18 +31,29 @@ class BufferFullError(Exception):
 
 @dataclass(slots=True)
 class IngestOutcome:
+    """The answer to one request. `items` holds a dict per item, except that a worker's run of
+    consecutive accepted answers arrives already serialised, as one `orjson.Fragment` standing for
+    `in_runs` answers in all (`AnswerRun`): serialised where they were judged, not copied back as objects."""
+
     source: dict | None
-    items: list[dict] = field(default_factory=list)
+    items: list = field(default_factory=list)
     events: list[AgentEvent] = field(default_factory=list)
+    in_runs: int = 0
+    runs: int = 0
 
     @property
     def accepted(self) -> int:
-        return sum(1 for i in self.items if i.get("accepted"))
+        return self.in_runs + sum(1 for i in self.items if type(i) is dict and i.get("accepted"))
 
     def batch_answer(self) -> dict:
         accepted = self.accepted
         return {"accepted": accepted > 0, "sourceId": self.source_id, "acceptedEvents": accepted,
-                "rejectedEvents": len(self.items) - accepted, "items": self.items}
+                "rejectedEvents": len(self.items) - self.runs + self.in_runs - accepted, "items": self.items}
+
+    def add_run(self, run: "AnswerRun") -> None:
+        self.items.append(orjson.Fragment(run.json))
+        self.in_runs += run.count
+        self.runs += 1
 
     @property
     def source_id(self) -> str | None:
@@ -105,6 +116,14 @@ def rejection_answer(index: int, reason: str, source_id: str | None) -> dict:
 
 
 @dataclass(slots=True)
+class AnswerRun:
+    """Consecutive accepted answers as the JSON text of their list without its brackets."""
+
+    json: bytes
+    count: int
+
+
+@dataclass(slots=True)
 class PlainEvents:
     """Final allow events judged in a worker process, which only need storing: their serialised WAL
     payload and what accounting needs, instead of the objects."""
@@ -122,7 +141,7 @@ class PreparedBatch:
     record: dict | None
     creds: dict
     now: int | None
-    heartbeats: list = field(default_factory=list)
+    heartbeats: list = field(default_factory=list)  # (item index, position in outcome.items, payload)
     rejections: dict = field(default_factory=dict)
     resolution_rejection: tuple[str, int] | None = None
     plain: PlainEvents | None = None
@@ -219,7 +238,7 @@ class IngestPipeline:
             if isinstance(result, Observation):
                 self._keep(outcome, index, result, judge)
             elif isinstance(result, Heartbeat):
-                batch.heartbeats.append((index, result.payload))
+                batch.heartbeats.append((index, len(outcome.items), result.payload))
                 outcome.items.append({"index": index})  # filled in once recorded
             else:
                 self._reject(batch, index, result.reason)
@@ -250,12 +269,17 @@ class IngestPipeline:
             return False
         self.metrics.worker_batches.labels("workers").inc()
         outcome = batch.outcome
-        for index, answer in enumerate(judged.answers):
-            if isinstance(answer, Observation):
-                self._keep(outcome, index, answer, judge)
+        heartbeats = dict(judged.heartbeats)
+        for answer in judged.answers:
+            if type(answer) is AnswerRun:
+                outcome.add_run(answer)
+            elif type(answer) is tuple:  # (index, Observation) of an event the service keeps
+                self._keep(outcome, answer[0], answer[1], judge)
             else:
+                index = answer["index"]
+                if index in heartbeats:
+                    batch.heartbeats.append((index, len(outcome.items), heartbeats[index]))
                 outcome.items.append(answer)
-        batch.heartbeats.extend(judged.heartbeats)
         for reason, count in judged.rejections.items():
             batch.rejections[reason] = batch.rejections.get(reason, 0) + count
         batch.plain = judged.plain
@@ -287,11 +311,11 @@ class IngestPipeline:
             reason, count = batch.resolution_rejection
             self.metrics.rejected.labels(reason).inc(count)
             return
-        for index, payload in heartbeats:
+        for index, position, payload in heartbeats:
             body = {**payload, "sourceId": outcome.source_id or ""}
             hb = self.collectors.record(body, now=now)
             self.metrics.heartbeats.inc()
-            outcome.items[index] = {"index": index, "accepted": True, "sourceId": outcome.source_id,
+            outcome.items[position] = {"index": index, "accepted": True, "sourceId": outcome.source_id,
                                     "collectorId": hb["collectorId"], "receivedAt": iso_time(hb["receivedAt"]),
                                     "kind": "collector-heartbeat"}
         for reason, count in rejections.items():
