@@ -324,10 +324,35 @@ class _Given:
 
     @classmethod
     def of(cls, item: dict) -> "_Given":
-        if len(item) == 1 or item.keys().isdisjoint(_GIVEN_KEYS):  # `line` alone: the common case
+        if len(item) == 1:  # `line` alone: the common case
             return _NOTHING_GIVEN
+        present: list = []  # the given fields, each followed by its value
+        texts_only = True
+        for key, value in item.items():
+            if key in _GIVEN_KEYS:
+                present.append(key)
+                present.append(value)
+                texts_only = texts_only and type(value) is str and key in _GIVEN_TEXT_KEYS
+        if not present:
+            return _NOTHING_GIVEN
+        if not texts_only:
+            return cls._read(item, present[::2])
+        # Only text fields, such as the `collectorId` a collector puts on each of its items: the
+        # items of a producer repeat them, so each distinct set is read (and redacted) once.
+        # Never changed after `of`, a _Given can be shared.
+        cache_key = tuple(present)
+        cached = _given_cache.get(cache_key)
+        if cached is None:
+            cached = cls._read(item, present[::2])
+            if len(_given_cache) >= GIVEN_CACHE_LIMIT:
+                _given_cache.clear()
+            _given_cache[cache_key] = cached
+        return cached
+
+    @classmethod
+    def _read(cls, item: dict, present: list) -> "_Given":
         given = cls()
-        for key in item.keys() & _GIVEN_KEYS:  # only the fields present: most items carry one or two
+        for key in present:  # only the fields present: most items carry one or two
             limit = _GIVEN_TEXT_LIMITS.get(key)
             if limit is not None:
                 setattr(given, key, _given(item, key, limit))
@@ -353,7 +378,10 @@ _GIVEN_TEXT_LIMITS: Final = {
     "subject": 2000, "sourceEventId": 256, "traceId": 256, "spanId": 256, "parentSpanId": 256, "taskId": 256,
     "rawPreview": 4000, "collectorId": 512, "nodeName": 512,
 }
+_GIVEN_TEXT_KEYS: Final = frozenset(_GIVEN_TEXT_LIMITS)
 _NOTHING_GIVEN: Final = _Given()
+GIVEN_CACHE_LIMIT: Final = 512
+_given_cache: dict[tuple, _Given] = {}
 _GIVEN_KEYS: Final = frozenset(f.name for f in fields(_Given) if f.name != "value_limit") | {"attributeValueLimit"}
 
 

@@ -258,6 +258,22 @@ def test_normalize_matches_golden_byte_for_byte():
     assert not mismatches, f"{len(mismatches)} cases differ from the golden output, first {mismatches[:10]}"
 
 
+def test_request_fields_read_once_per_producer_give_the_same_events():
+    """Text request fields (a collector's `collectorId` on every item) are read and redacted once per
+    distinct set; the corpus normalised again, every such set now remembered, matches the golden
+    output too, and a remembered set is never applied to an item with other values."""
+    golden = orjson.loads(GOLDEN.read_bytes())
+    cases = build_corpus()
+    for _ in range(2):
+        assert [orjson.dumps(_result(item, kw)) for item, kw in cases] == [orjson.dumps(want) for want in golden]
+    line = _line(random.Random(1), "ToolExec", {"pid": 1, "argv": ["ls"]})
+    first = normalize({"line": line, "collectorId": "col token=abc"}, now=NOW).event
+    again = normalize({"line": line, "collectorId": "col token=abc"}, now=NOW).event
+    other = normalize({"line": line, "collectorId": "col-b", "nodeName": "n1"}, now=NOW).event
+    assert first.collectorId == again.collectorId == "col token=[redacted]"
+    assert (other.collectorId, other.attributes["collectorNode"]) == ("col-b", "n1")
+
+
 def test_bare_line_items_agree_with_the_override_path():
     """`{"line": ...}` skips the override lookups; an item whose overrides are all null takes them."""
     for item, kwargs in build_corpus():
