@@ -142,7 +142,7 @@ def _checked(data: bytes, position: int) -> bytes | None:
         return None
 
 
-def _decode(payload: bytes | None, position: int) -> list[AgentEvent]:
+def decode(payload: bytes | None, position: int) -> list[AgentEvent]:
     """A record's events; a damaged record decodes as empty (logged), so replay moves past it
     instead of stalling on it forever."""
     if payload is None:
@@ -374,7 +374,7 @@ class WriteAheadLog:
             return
         yielded = 0
         for position, _, payload in self.payloads():
-            events = _decode(payload, position)
+            events = decode(payload, position)
             yielded += len(events)
             yield WalBatch(position, events)
             if limit_events is not None and yielded >= limit_events:

@@ -9,9 +9,10 @@ the previous fsync ran), and every submitter still waits for its own batch to be
 A background task moves batches to the store in large inserts — when a full batch is pending,
 when ingest goes quiet, or every interval — and acknowledges them in the WAL. Recent batches are
 kept in memory (as their bytes) for that, so the normal path never reads the log back; after a
-store failure, an overflow of that memory, or a restart, the writer replays from the WAL instead,
-skipping revisions the store already has, so a crash between an insert and its checkpoint never
-doubles a row."""
+store failure, an overflow of that memory, or a restart, the writer replays from the WAL instead.
+What an insert may already have stored (a restart, a failure) is replayed without the revisions the
+store has, so a crash between an insert and its checkpoint never doubles a row; what was never tried
+(an overflow: the store fell behind) is inserted from the log as written."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import orjson
 from anysentry.events.model import AgentEvent
 from anysentry.store import engine_threads
 from anysentry.store.client import Store, revision_at
-from anysentry.store.wal import BufferFull, WriteAheadLog, header
+from anysentry.store.wal import BufferFull, WriteAheadLog, decode, header
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,9 @@ class EventWriter:
         self._queued_events = 0
         self._complete = wal.pending_bytes == 0
         self._invalid = False  # set after a failed insert; applied under the lock by `_plan`
+        # WAL position up to which an insert may already have stored events (a crash before the
+        # checkpoint, a failed insert): replayed with dedupe; anything later is replayed as written
+        self._tried_until = wal.end_position
         self._mem_lock = threading.Lock()
         self._flush_lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -357,11 +361,8 @@ class EventWriter:
                 _, payloads, written, position, taken = plan
                 self.store.insert_json(payloads)
             else:
-                batches = list(self.wal.pending(limit_events=self.batch_size))
-                if not batches:
-                    raise RuntimeError("the WAL reports pending bytes but yields no batch")
-                written = self._insert_new([e for batch in batches for e in batch.events])
-                position, taken = batches[-1].position, 0
+                written, position = self._replay_step()
+                taken = 0
             self.last_write_latency = time.perf_counter() - started
             self._acknowledge(position, taken)
         except Exception as error:  # noqa: BLE001 - any store error means: keep it in the WAL, retry
@@ -430,6 +431,37 @@ class EventWriter:
                 self._queued_events = 0
                 self._complete = True
 
+    def _replay_step(self) -> tuple[int, int]:
+        """One insert from the WAL; returns (events written, position to acknowledge).
+
+        Batches that an earlier insert may have stored, wholly or in part — pending at start, or
+        covered by a failed insert — are decoded and inserted without the revisions the store
+        already has. Later batches were never tried (the memory copies were dropped because the
+        store fell behind): they go in as written, so falling behind costs a read of the log, not
+        a decode, a lookup and a new serialisation of every event."""
+        records: list[tuple[int, bytes]] = []
+        events = position = 0
+        verify: bool | None = None
+        for end, count, payload in self.wal.payloads():
+            tried = end <= self._tried_until
+            if verify is None:
+                verify = tried
+            elif tried != verify:
+                break
+            position = end
+            if payload is not None:  # a damaged record (logged) is passed over
+                records.append((end, payload))
+                events += count
+            if events >= self.batch_size:
+                break
+        if verify is None:
+            raise RuntimeError("the WAL reports pending bytes but yields no batch")
+        if verify:
+            return self._insert_new([event for end, payload in records for event in decode(payload, end)]), position
+        if records:
+            self.store.insert_json([payload for _, payload in records])
+        return events, position
+
     def _insert_new(self, events: list[AgentEvent]) -> int:
         """Insert the events whose (eventId, decisionUpdatedAt) the store does not have yet."""
         stored = self.store.existing_revisions(events)
@@ -449,3 +481,4 @@ class EventWriter:
         self._backoff = min(self.retry_max, max(self.retry_initial, self._backoff * 2))
         # The outcome of a failed insert is unknown (it may have partly landed): replay with dedupe.
         self._invalid = True
+        self._tried_until = max(self._tried_until, self.wal.end_position)
