@@ -34,6 +34,7 @@ import orjson
 from anysentry.api.pipeline import AnswerRun, PlainEvents, event_answer, judge_item, rejection_answer
 from anysentry.events.model import Heartbeat, Observation, SourceContext
 from anysentry.judge.engine import Judge
+from anysentry.store import event_rows
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def judge_batch(job: Job) -> Judged:
         answers.append(answer)
     if run:
         answers.append(AnswerRun(orjson.dumps(run)[1:-1], len(run)))
-    events = PlainEvents(orjson.dumps(plain), len(plain), last_at) if plain else None
+    events = PlainEvents(event_rows.payload(plain), len(plain), last_at) if plain else None
     return Judged(answers, events, heartbeats, rejections, time.perf_counter() - started)
 
 

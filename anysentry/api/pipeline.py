@@ -20,6 +20,7 @@ from anysentry.events.workloads import WorkloadIndex
 from anysentry.judge.decision import apply_decision
 from anysentry.ops.collectors import CollectorRegistry
 from anysentry.ops.sources import SourceRegistry
+from anysentry.store import event_rows
 from anysentry.store.writer import BufferFull
 
 SOURCE_FIELDS = ("sourceId", "sourceName", "sourceType", "token", "collectorId", "nodeName", "workspacePath")
@@ -294,10 +295,9 @@ class IngestPipeline:
         events = [event for batch in batches for event in batch.outcome.events]
         plain = [batch.plain for batch in batches if batch.plain is not None]
         if events or plain:
-            parts = [p.payload for p in plain] + ([orjson.dumps(events)] if events else [])
+            parts = [p.payload for p in plain] + ([event_rows.payload(events)] if events else [])
             try:
-                await self.writer.submit_serialised(parts[0] if len(parts) == 1 else json_array(parts),
-                                                    len(events) + sum(p.count for p in plain))
+                await self.writer.submit_serialised(event_rows.join(parts), len(events) + sum(p.count for p in plain))
             except BufferFull as exc:
                 self.metrics.buffer_full.inc()
                 raise BufferFullError(str(exc)) from exc
@@ -338,16 +338,3 @@ class IngestPipeline:
             if final:
                 for listener in self.listeners:
                     listener(final)
-
-
-def json_array(parts: list[bytes]) -> bytearray:
-    """One JSON array of the elements of several (orjson-serialised) arrays, each element copied
-    once (a worker batch's payload is ~400 KB; slicing, joining and wrapping copied it four times)."""
-    out = bytearray(b"[")
-    for part in parts:
-        if len(part) > 2:
-            if len(out) > 1:
-                out += b","
-            out += memoryview(part)[1:-1]
-    out += b"]"
-    return out

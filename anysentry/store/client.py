@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from anysentry.events.model import JSON_FIELDS, AgentEvent
-from anysentry.store import engine_threads, schema
+from anysentry.store import engine_threads, event_rows, schema
 from anysentry.store.settings import StoreSettings, valid_identifier
 from anysentry.store.wal import write_all
 
@@ -74,10 +74,11 @@ _DECISION_UPDATED_AT = _INSERT_COLUMNS.index("decisionUpdatedAt")
 _row_getter = operator.attrgetter(*_INSERT_COLUMNS)
 
 
-# Rows as JSON (`insert_json`): the orjson serialisation of AgentEvents, parsed by the engine in C++.
-# Objects land in the String columns as their JSON text; a JSON field that is None is read as NULL and
-# stored as `null`, and an unset (0) revision time as the event time — exactly what the column-oriented
-# path stores, so `AgentEvent.from_dict` gives back the event that was written.
+# Rows as JSON (`insert_json`): payloads of `event_rows`, parsed by the engine in C++ and matched to
+# columns by the names they start with. Objects land in the String columns as their JSON text; a JSON
+# field that is None is read as NULL and stored as `null`, and an unset (0) revision time as the event
+# time — exactly what the column-oriented path stores, so `AgentEvent.from_dict` gives back the event
+# that was written.
 _JSON_COLUMNS = ", ".join(f"`{name}`" for name in _INSERT_COLUMNS)
 # Dictionary-encoded columns are read as plain strings and encoded once per insert by the table:
 # parsing straight into LowCardinality costs the engine a third more CPU per row.
@@ -97,21 +98,6 @@ _JSON_SETTINGS = {"input_format_json_read_objects_as_strings": 1, "input_format_
 # CPU per row and leaves the other cores to the loop and the ingest workers.
 _EMBEDDED_JSON_SETTINGS = {**_JSON_SETTINGS, "max_threads": 1, "max_insert_threads": 1, "input_format_parallel_parsing": 0}
 _EMBEDDED_JSON_SETTINGS_SQL = ", ".join(f"{key} = {value}" for key, value in _EMBEDDED_JSON_SETTINGS.items())
-
-
-def json_rows(payloads: Sequence[bytes]) -> list:
-    """One JSON array of rows from several orjson arrays of events, as buffers to write in order
-    (slices, no copies); empty when there is no row."""
-    payloads = [p for p in payloads if len(p) > 2]  # b"[]" holds nothing
-    if len(payloads) <= 1:
-        return payloads
-    parts: list = [b"["]
-    for index, payload in enumerate(payloads):
-        if index:
-            parts.append(b",")
-        parts.append(memoryview(payload)[1:-1])
-    parts.append(b"]")
-    return parts
 
 
 def _sql_string(text: str) -> str:
@@ -278,36 +264,35 @@ class Store:
     # -- events ---------------------------------------------------------------------------------
 
     def insert_events(self, events: list[AgentEvent]) -> int:
-        """Insert one batch (serialised once with orjson, then `insert_json`)."""
+        """Insert one batch (serialised once as rows, then `insert_json`)."""
         if not events:
             return 0
-        self.insert_json([orjson.dumps(events)])
+        self.insert_json([event_rows.payload(events)])
         return len(events)
 
-    def insert_json(self, payloads: Sequence[bytes]) -> None:
-        """Insert, as one statement, the events of orjson arrays of AgentEvents — the bytes the
-        writer already has for its log. The engine parses them (C++, no Python per row): chdb
-        reads them from a temporary file through `file()`, a server from the request body through
-        `input()`; both store exactly what `event_columns` would."""
-        parts = json_rows(payloads)
+    def insert_json(self, payloads: Sequence[bytes | bytearray]) -> None:
+        """Insert, as one statement, the events of `event_rows` payloads — the bytes the writer
+        already has for its log. The engine parses them (C++, no Python per row): chdb reads them
+        from a temporary file through `file()`, a server from the request body through `input()`;
+        both store exactly what `event_columns` would."""
+        parts = event_rows.insert_buffers(payloads)
         if not parts:
             return
         if self.settings.embedded:
             self._insert_json_file(parts)
             return
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
         if self._json_body is None:
             self._json_body = self._probe_json_body()
         if self._json_body:
-            self._insert_json_body(data)
+            self._insert_json_body(b"".join(parts))
         else:  # a server that refuses the JSON insert: the column-oriented path
-            self._insert_columns([AgentEvent.from_dict(item) for item in orjson.loads(data)])
+            self._insert_columns([event for payload in payloads for event in event_rows.decode(payload)])
 
     def _insert_json_body(self, data: bytes) -> None:
         """Rows sent as the request body of `INSERT … SELECT … FROM input(…)` (a server over HTTP)."""
         self.client.command(
             f"INSERT INTO {self.events_table} ({_JSON_COLUMNS}) SELECT {_JSON_SELECT} "
-            f"FROM input('{_JSON_STRUCTURE}') FORMAT JSONEachRow",
+            f"FROM input('{_JSON_STRUCTURE}') FORMAT {event_rows.INSERT_FORMAT}",
             data=bytes(data),
             settings=_JSON_SETTINGS,
         )
@@ -318,7 +303,7 @@ class Store:
         from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
         try:
-            self._insert_json_body(b"[]")
+            self._insert_json_body(event_rows.NAMES)
         except OperationalError:
             raise
         except DatabaseError as error:
@@ -349,7 +334,8 @@ class Store:
                     os.close(fd)
             self.client.command(
                 f"INSERT INTO {self.events_table} ({_JSON_COLUMNS}) SELECT {_JSON_SELECT} "
-                f"FROM file({_sql_string(path)}, 'JSONEachRow', '{_JSON_STRUCTURE}') SETTINGS {_EMBEDDED_JSON_SETTINGS_SQL}"
+                f"FROM file({_sql_string(path)}, '{event_rows.INSERT_FORMAT}', '{_JSON_STRUCTURE}') "
+                f"SETTINGS {_EMBEDDED_JSON_SETTINGS_SQL}"
             )
         finally:
             if named:

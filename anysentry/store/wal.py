@@ -5,8 +5,9 @@ an acknowledged event survives a crash or a store outage. The writer replays wha
 acknowledged yet; a full log refuses new batches (`BufferFull` → 503) rather than dropping any.
 
 Layout: segment files `wal-<base>.log` (base = global byte position of the segment's first byte),
-each a run of records `<length u32><count u32><crc32 u32><payload>`, where the payload is the orjson
-array of one batch's events and the crc covers count and payload. A position is the global byte
+each a run of records `<length u32><count u32><crc32 u32><payload>`, where the payload is one
+batch's events as `event_rows` (an orjson array of objects before them: still read) and the crc covers
+count and payload. A position is the global byte
 offset just after a record. `checkpoint` holds the acknowledged position, replaced atomically.
 
 The log itself treats payloads as opaque bytes (`payloads()`): the node collector's disk buffer
@@ -33,6 +34,7 @@ from pathlib import Path
 import orjson
 
 from anysentry.events.model import AgentEvent
+from anysentry.store import event_rows
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +150,7 @@ def decode(payload: bytes | None, position: int) -> list[AgentEvent]:
     if payload is None:
         return []
     try:
-        return [AgentEvent.from_dict(item) for item in orjson.loads(payload)]
+        return event_rows.decode(payload)
     except Exception as error:  # noqa: BLE001 - a bad record must not stop the reader
         log.error("WAL: unreadable record ending at %d (%s); skipping it", position, error)
         return []
@@ -187,6 +189,7 @@ class WriteAheadLog:
         self._segments: list[int] = []  # bases, ascending; the last is the active one
         self.pending_bytes = 0
         self.pending_events = 0
+        self.refusing = False  # the last record offered did not fit, and nothing was released since
         self._fd = -1
         self._open()
 
@@ -292,7 +295,9 @@ class WriteAheadLog:
                     outcomes[index] = BufferFull(
                         f"local buffer full ({pending} of {self.max_bytes} bytes pending)"
                     )
+                    self.refusing = True
                     continue
+                self.refusing = False
                 if self._active_size + chunk_bytes and self._active_size + chunk_bytes + size > self.segment_bytes:
                     self._commit_chunk(records, chunk, outcomes)
                     chunk, chunk_bytes = [], 0
@@ -416,6 +421,7 @@ class WriteAheadLog:
         released = 0
         with self._lock:
             self.checkpoint = position
+            self.refusing = False
             while self._records and self._records[0].end <= position:
                 record = self._records.popleft()
                 self.pending_bytes -= record.size

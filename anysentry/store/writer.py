@@ -1,7 +1,7 @@
 """`EventWriter`: the asyncio batch writer between the durable local log (WAL) and the store.
 
 `submit()` returns once a batch is fsynced in the WAL — that is what makes `accepted: true` true.
-Each batch is serialised once (orjson); those bytes are the WAL record and, later, the rows of the
+Each batch is serialised once (`event_rows`); those bytes are the WAL record and, later, the rows of the
 store insert (`Store.insert_json`), so the normal path never builds columns in Python. Concurrent
 submits share one write + fsync (group commit: one committer thread takes whatever arrived while
 the previous fsync ran), and every submitter still waits for its own batch to be on disk.
@@ -24,10 +24,9 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import orjson
 
 from anysentry.events.model import AgentEvent
-from anysentry.store import engine_threads
+from anysentry.store import engine_threads, event_rows
 from anysentry.store.client import Store, revision_at
 from anysentry.store.wal import BufferFull, WriteAheadLog, decode, header
 
@@ -126,10 +125,10 @@ class EventWriter:
         Raises BufferFull when the local buffer is at its limit (nothing of the batch is kept).
         The events are serialised at once: mutating them afterwards changes nothing stored."""
         if events:
-            await self.submit_serialised(orjson.dumps(events), len(events))
+            await self.submit_serialised(event_rows.payload(events), len(events))
 
     async def submit_serialised(self, payload: bytes | bytearray, count: int) -> None:
-        """`submit` for a batch already serialised: an orjson array of `count` AgentEvents (what
+        """`submit` for a batch already serialised: an `event_rows` payload of `count` events (what
         the ingest workers hand back)."""
         if not count:
             return

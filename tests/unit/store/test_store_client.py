@@ -126,17 +126,42 @@ def test_against_a_real_server(store_database):
 def test_insert_json_joins_payloads_into_one_insert(store):
     import orjson
 
-    from anysentry.store.client import json_rows
+    from anysentry.store import event_rows
 
-    a, b = make_events(3), make_events(2)
-    payloads = [orjson.dumps(a), b"[]", orjson.dumps(b)]
-    assert orjson.loads(b"".join(bytes(p) for p in json_rows(payloads))) == orjson.loads(orjson.dumps(a + b))
-    assert json_rows([b"[]"]) == [] and json_rows([]) == []
+    a, b, earlier = make_events(3), make_events(2), make_events(2)
+    # an array of objects is how an earlier release wrote its log: still inserted, in the same statement
+    payloads = [event_rows.payload(a), event_rows.payload([]), orjson.dumps(earlier), b"[]", event_rows.payload(b)]
+    joined = b"".join(bytes(p) for p in event_rows.insert_buffers(payloads))
+    assert event_rows.decode(b"[" + joined + b"]") == a + earlier + b
+    assert event_rows.insert_buffers([b"[]", event_rows.payload([])]) == [] and event_rows.insert_buffers([]) == []
     store.insert_json(payloads)
     store.insert_json([b"[]"])  # nothing to do
     parts = store.query_rows(f"SELECT count(), uniqExact(_part) FROM {store.events_table}")[0]
-    assert parts == (5, 1)  # one statement, one part
-    assert store.latest_events([e.eventId for e in a + b]) == {e.eventId: e for e in a + b}
+    assert parts == (7, 1)  # one statement, one part
+    assert store.latest_events([e.eventId for e in a + b + earlier]) == {e.eventId: e for e in a + b + earlier}
+
+
+def test_rows_payloads_name_their_fields_and_join_into_one(store):
+    import orjson
+
+    from anysentry.events.model import EVENT_FIELDS
+    from anysentry.store import event_rows
+
+    a, b = make_events(2), make_events(3)
+    rows = orjson.loads(event_rows.payload(a))
+    assert rows[0] == list(EVENT_FIELDS) and len(rows) == 3 and rows[1][0] == a[0].eventId
+    assert len(event_rows.payload(a)) < 0.8 * len(orjson.dumps(a))  # names once, not on every event
+    joined = event_rows.join([event_rows.payload(a), event_rows.payload([]), event_rows.payload(b)])
+    assert event_rows.decode(joined) == a + b
+    # a later release's payload, with a field this one does not know and without one it does
+    names = ["future", *[f for f in EVENT_FIELDS if f != "rawPreview"]]
+    values = [["x", *[getattr(e, f) for f in names[1:]]] for e in b]
+    later = orjson.dumps([names, *values])
+    assert [e.eventId for e in event_rows.decode(later)] == [e.eventId for e in b]
+    assert all(e.rawPreview == "" for e in event_rows.decode(later))
+    store.insert_json([later])
+    stored = store.latest_events([e.eventId for e in b])
+    assert len(stored) == 3 and all(e.rawPreview == "" for e in stored.values())
 
 
 class _FakeServerClient:
@@ -163,18 +188,18 @@ def _server_store(tmp_path, client) -> Store:
 
 
 def test_a_server_gets_the_json_rows_as_the_request_body(tmp_path):
-    import orjson
+    from anysentry.store import event_rows
 
     client = _FakeServerClient()
     server = _server_store(tmp_path, client)
     events = make_events(3)
-    server.insert_json([orjson.dumps(events[:1]), orjson.dumps(events[1:])])
+    server.insert_json([event_rows.payload(events[:1]), event_rows.payload(events[1:])])
     probe, (sql, body, settings) = client.commands
-    assert probe[1] == b"[]"  # the one-time probe inserts nothing
-    assert "FROM input(" in sql and sql.endswith("FORMAT JSONEachRow") and "`srv`.`events`" in sql
-    assert orjson.loads(body) == orjson.loads(orjson.dumps(events))
+    assert probe[1] == event_rows.NAMES  # the one-time probe inserts nothing: names, no row
+    assert "FROM input(" in sql and sql.endswith("FORMAT JSONCompactEachRowWithNames") and "`srv`.`events`" in sql
+    assert event_rows.decode(b"[" + body + b"]") == events
     assert settings["input_format_json_read_objects_as_strings"] == 1
-    server.insert_json([orjson.dumps(events)])
+    server.insert_json([event_rows.payload(events)])
     assert len(client.commands) == 3 and not client.inserts  # probed once
 
 
