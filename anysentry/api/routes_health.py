@@ -32,8 +32,9 @@ async def _event_counts(services) -> dict:
 
 
 def buffer_full(services) -> bool:
+    """Nearly full, or refusing what producers send (a batch may be larger than what is left)."""
     wal = services.writer.wal
-    return wal.pending_bytes >= wal.max_bytes * 0.95
+    return wal.pending_bytes >= wal.max_bytes * 0.95 or wal.refusing
 
 
 async def healthz(request: web.Request) -> web.Response:
