@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import gc
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -191,6 +192,7 @@ def main() -> None:
         load_after = os.getloadavg()[0]
     finally:
         stop(server)
+        shutil.rmtree(data_dir, ignore_errors=True)
     latencies = [ms for _, ms in results]
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}; server: `anysentry api` subprocess, embedded chdb")
     print(f"context: load average {load_before:.2f} → {load_after:.2f} (other processes share these cores); "

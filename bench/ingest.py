@@ -24,6 +24,7 @@ import json
 import os
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -174,8 +175,11 @@ def main() -> None:
         cpu2 = sum(cpu_seconds(server.pid))
     finally:
         stop(server)
-    ceiling = subprocess.run([sys.executable, "-c", CEILING_SCRIPT, str(data_dir / "chdb"), str(data_dir / "ceiling"), str(ROOT)],
-                             capture_output=True, text=True, check=True)
+    try:
+        ceiling = subprocess.run([sys.executable, "-c", CEILING_SCRIPT, str(data_dir / "chdb"), str(data_dir / "ceiling"),
+                                  str(ROOT)], capture_output=True, text=True, check=True)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)  # ~250 MB of store and log per run
     raw = json.loads(ceiling.stdout)
     raw_rate = raw["rows"] / raw["seconds"]
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, "
