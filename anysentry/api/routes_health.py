@@ -1,5 +1,6 @@
 """Liveness, readiness and metrics (SPEC §28.1): health stays `ok` while the store is away (events
-wait in the durable buffer) and says so; readiness turns false only when that buffer is full."""
+wait in the durable buffer) and says so; readiness turns false only when that buffer is full
+(95%, or refusing the batches producers send)."""
 
 from __future__ import annotations
 
