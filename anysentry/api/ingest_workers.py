@@ -29,8 +29,6 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-
 from anysentry.api.pipeline import AnswerRun, PlainEvents, event_answer, judge_item, rejection_answer
 from anysentry.events.model import Heartbeat, Observation, SourceContext
 from anysentry.judge.engine import Judge
@@ -142,11 +140,11 @@ def judge_batch(job: Job) -> Judged:
             rejections[result.reason] = rejections.get(result.reason, 0) + 1
             answer = rejection_answer(index, result.reason, source_id)
         if run:
-            answers.append(AnswerRun(orjson.dumps(run)[1:-1], len(run)))
+            answers.append(AnswerRun.of(run))
             run = []
         answers.append(answer)
     if run:
-        answers.append(AnswerRun(orjson.dumps(run)[1:-1], len(run)))
+        answers.append(AnswerRun.of(run))
     events = PlainEvents(event_rows.payload(plain), len(plain), last_at) if plain else None
     return Judged(answers, events, heartbeats, rejections, time.perf_counter() - started)
 

@@ -123,6 +123,10 @@ class AnswerRun:
     json: bytes
     count: int
 
+    @classmethod
+    def of(cls, answers: list[dict]) -> "AnswerRun":
+        return cls(orjson.dumps(answers)[1:-1], len(answers))
+
 
 @dataclass(slots=True)
 class PlainEvents:
@@ -316,8 +320,8 @@ class IngestPipeline:
             hb = self.collectors.record(body, now=now)
             self.metrics.heartbeats.inc()
             outcome.items[position] = {"index": index, "accepted": True, "sourceId": outcome.source_id,
-                                    "collectorId": hb["collectorId"], "receivedAt": iso_time(hb["receivedAt"]),
-                                    "kind": "collector-heartbeat"}
+                                       "collectorId": hb["collectorId"], "receivedAt": iso_time(hb["receivedAt"]),
+                                       "kind": "collector-heartbeat"}
         for reason, count in rejections.items():
             self.metrics.rejected.labels(reason).inc(count)
             self.sources.record_rejection(record, creds, reason, count)
