@@ -23,6 +23,7 @@ from anysentry.ops.audit import AuditLog
 from anysentry.ops.collectors import CollectorRegistry
 from anysentry.ops.engine import OpsEngine
 from anysentry.ops.sources import SourceRegistry
+from anysentry.ops.sync import write_book
 from anysentry.store.client import Store
 from anysentry.store.queries import EventQueries
 from anysentry.store.settings import StoreSettings
@@ -139,11 +140,7 @@ class Services:
         drained = [(book, *book.drain()) for book in self.ops.books]
         try:
             for book, changed, deleted in drained:
-                table = StateTable(self.store, book.table_name)
-                if changed:
-                    await table.aput_many(changed)
-                for key in deleted:
-                    await table.adelete(key)
+                await write_book(self.store, book, changed, deleted)
             if audits:
                 await self.audit_table.aput_many({r["auditId"]: r for r in audits})
             if sources:

@@ -226,7 +226,7 @@ async def flush_to_store(inst: Installation) -> bool:
     store = inst.store
     if store is None:
         return False
-    from anysentry.store.state import StateTable
+    from anysentry.ops.sync import write_book
 
     written = True
     for book in list(inst.engine.books):
@@ -234,11 +234,7 @@ async def flush_to_store(inst: Installation) -> bool:
         if not changed and not deleted:
             continue
         try:
-            table = StateTable(store, book.table_name)
-            if changed:
-                await table.aput_many(changed)
-            for key in deleted:
-                await table.adelete(key)
+            await write_book(store, book, changed, deleted)
         except Exception as exc:
             book.restore(changed, deleted)
             written = False

@@ -28,6 +28,9 @@ class Book:
             if key:
                 self.records[key] = record
 
+    def stored(self, store) -> None:
+        """Called (in a thread) after changed records of this book were written to `store`."""
+
     def merge(self, rows: Iterable[tuple[str, bool, dict]]) -> int:
         """Take what another process wrote — (id, deleted, body) rows of the state table — except where
         this book holds a change it has not flushed yet (that change is written next and wins).

@@ -132,6 +132,11 @@ class ChannelBook(Book):
         super().__init__()
         self.removed_listeners: list[Callable[[dict], None]] = []  # e.g. forget a channel's local values
 
+    def stored(self, store) -> None:
+        """A channel an older release stored with its values is rewritten without them by the first
+        flush after start, after that start's migration looked for old versions to remove: look again."""
+        store.scrub_secret_channels()
+
     def remove(self, key: str) -> None:
         record = self.records.get(key)
         super().remove(key)

@@ -9,6 +9,7 @@ within one refresh interval, the later write wins."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from anysentry.ops.book import Book
@@ -40,3 +41,14 @@ class BookSync:
             changed += book.merge(rows)
             self._since[book.table_name] = max(since, newest)
         return changed
+
+
+async def write_book(store, book: Book, changed: dict[str, dict], deleted: list[str]) -> None:
+    """A book's drained changes into its state table (raises as the store does), then `book.stored`."""
+    table = StateTable(store, book.table_name)
+    if changed:
+        await table.aput_many(changed)
+    for key in deleted:
+        await table.adelete(key)
+    if changed and type(book).stored is not Book.stored:
+        await asyncio.to_thread(book.stored, store)

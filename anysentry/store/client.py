@@ -242,6 +242,10 @@ class Store:
     def events_table(self) -> str:
         return self.table("events")
 
+    def scrub_secret_channels(self) -> list[str]:
+        """`schema.scrub_secret_channels` on this store (also run by every start's migration)."""
+        return schema.scrub_secret_channels(self.command, self.query_rows, self.database)
+
     # -- generic SQL ----------------------------------------------------------------------------
 
     def command(self, sql: str, parameters: dict | None = None):

@@ -120,12 +120,16 @@ async def test_rest_channel_values_live_in_a_local_file_and_deliver_after_a_rest
 
 async def test_an_inline_channel_an_older_version_stored_moves_to_a_local_file(serve_args):
     """A channel row holding its URL (written before this change) is moved at start: the values go to
-    the file, the row is rewritten without them."""
+    the file, the row is rewritten without them, and the old row is removed by the same start."""
     token = f"CANARY-{uuid.uuid4().hex}"
     folder = Path(serve_args.data_dir) / "secrets" / "notification-channels"
     async with serving(serve_args) as (services, _session):
         from anysentry.store.state import StateTable
 
+        table = services.store.table("notification_channels")
+        # no background merge may drop the old version for us (mutations still run)
+        services.store.command(f"ALTER TABLE {table} MODIFY SETTING max_bytes_to_merge_at_max_space_in_pool = 1, "
+                               "max_bytes_to_merge_at_min_space_in_pool = 1")
         await StateTable(services.store, "notification_channels").aput_many({"chn_old": {
             "channelId": "chn_old", "name": "old", "type": "webhook", "enabled": True, "labels": {},
             "webhookUrl": f"http://127.0.0.1:9/hooks/{token}", "createdAt": 1, "updatedAt": 1}})
@@ -137,5 +141,8 @@ async def test_an_inline_channel_an_older_version_stored_moves_to_a_local_file(s
         (stored,) = [json.loads(b) for i, b in services.store.query_rows(
             f"SELECT id, body FROM {services.store.table('notification_channels')} FINAL") if i == "chn_old"]
         assert stored["secretRef"] == {"local": "chn_old"} and "webhookUrl" not in stored
+        # and the version that held the URL is gone from the store at this start, not the next one
+        every_version = services.store.query_rows(f"SELECT body FROM {services.store.table('notification_channels')}")
+        assert every_version and token not in repr(every_version)
         services.ops.notifications.channels.remove("chn_old")
     assert not (folder / "chn_old").exists()
