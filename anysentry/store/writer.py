@@ -24,7 +24,6 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-
 from anysentry.events.model import AgentEvent
 from anysentry.store import engine_threads, event_rows
 from anysentry.store.client import Store, revision_at
