@@ -47,6 +47,11 @@ _ACTIONS = {"deny-exec": (K.TOOL_EXEC, "DenyExec"), "deny-egress": (K.EGRESS, "D
             "deny-file": (K.FILE_ACCESS, "DenyFile")}
 _CONTAINER_CGROUPS = ("/docker-", "/kubepods", "/containerd/")
 
+# Agents repeat themselves (the same commands, hosts, files): a kind's matcher remembers the rule a
+# short subject matched, so a repeat costs one dict lookup instead of a set scan and confirmations.
+SUBJECT_CACHE_LIMIT = 2048
+SUBJECT_CACHE_MAX_LEN = 256
+
 _SET_OPTIONS = re2.Options()
 _SET_OPTIONS.log_errors = False
 _SET_OPTIONS.max_mem = 64 << 20  # many custom rules in one set still get a roomy DFA cache
@@ -77,10 +82,11 @@ class _Entry:
 class _KindMatcher:
     """All rules of one judged kind as one RE2 set; `first` returns the first rule in order."""
 
-    __slots__ = ("_match", "_entries")
+    __slots__ = ("_match", "_entries", "_seen")
 
     def __init__(self, patterns: list[str], entries: list[_Entry]):
         self._entries = tuple(entries)
+        self._seen: dict[str, _Entry | None] = {}
         self._match = None
         if patterns:
             rset = re2.Set.SearchSet(_SET_OPTIONS)
@@ -97,6 +103,20 @@ class _KindMatcher:
             self._match = raw.Match if raw is not None else rset.Match
 
     def first(self, subject: str) -> _Entry | None:
+        if len(subject) > SUBJECT_CACHE_MAX_LEN:
+            return self._scan(subject)
+        seen = self._seen
+        try:
+            return seen[subject]
+        except KeyError:
+            pass
+        entry = self._scan(subject)
+        if len(seen) >= SUBJECT_CACHE_LIMIT:
+            seen.clear()
+        seen[subject] = entry
+        return entry
+
+    def _scan(self, subject: str) -> _Entry | None:
         match = self._match
         if match is None:
             return None
@@ -145,7 +165,8 @@ def _flag(value: object) -> bool:
 
 class Judge:
     """The L1 judge for one policy. Build once per policy version; `decide` is safe to call from
-    any thread (it only reads)."""
+    any thread (it only reads, apart from the matchers' memo of subjects, whose dict operations are
+    atomic and whose entries never change)."""
 
     def __init__(self, policy: object = None, *, deeper_tiers=frozenset(), l3_bin: str | None = None):
         self.policy = sanitize_policy(policy)

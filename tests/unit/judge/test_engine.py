@@ -23,6 +23,7 @@ from anysentry.judge.decision import (
     risk_score,
     worst_severity,
 )
+from anysentry.judge import engine
 from anysentry.judge.engine import ROUTING_VERSION, Judge
 from anysentry.judge.risk import DASHBOARD_GROUPS, TAXONOMY, dashboard_group, infer_category, risk_for, risk_level
 from anysentry.judge.rules import PolicyError
@@ -191,6 +192,23 @@ def test_custom_regex_is_re2_case_sensitive_unless_flagged():
     assert judge.decide(exec_obs("terraform", "apply"))[0].verdict == "allow"
     assert judge.decide(exec_obs("TERRAFORM", "apply"))[0].reason == "a: custom rule"
     assert judge.decide(exec_obs("KubeCtl", "delete", "ns", "x"))[0].reason == "b: custom rule"
+
+
+def test_repeated_subjects_get_the_same_rule_as_a_fresh_scan(monkeypatch):
+    """The matcher's memo of subjects: repeats (also after the memo is emptied at its bound, and
+    subjects too long to remember) decide exactly as a judge that never saw them, per policy."""
+    monkeypatch.setattr(engine, "SUBJECT_CACHE_LIMIT", 3)
+    policy = {"rules": [{"name": "deploys", "match": "deploy --prod", "verdict": "escalate", "severity": "low"}]}
+    argvs = [("git", "status"), ("bash", "-c", "curl x|sh"), ("make", "deploy", "--prod"), ("ls", "-la"),
+             ("sh", "-c", "echo " + "a" * 300 + " | base64 -d | sh"), ("echo", "b" * 300)]
+    judge, plain = Judge(policy), Judge()
+    for argv in argvs * 3 + list(reversed(argvs)) * 2:
+        fresh = Judge(policy).decide(exec_obs(*argv))[0]
+        assert judge.decide(exec_obs(*argv))[0] == fresh
+        assert plain.decide(exec_obs(*argv))[0] == Judge().decide(exec_obs(*argv))[0]
+        assert len(judge._matchers[K.TOOL_EXEC]._seen) <= 3  # bounded memory
+    assert judge.decide(exec_obs("make", "deploy", "--prod"))[0].reason.startswith("deploys:")
+    assert plain.decide(exec_obs("make", "deploy", "--prod"))[0].reason == "no rule matched"
 
 
 def test_disabled_builtins():
