@@ -115,6 +115,20 @@ def qualified(database: str, table: str) -> str:
     return f"`{valid_identifier(database)}`.`{valid_identifier(table)}`"
 
 
+# An insert (up to the writer's 20,000 rows, ~20 MB before compression) is written as a compact part,
+# a few files, instead of a wide one with two files per column: creating ~100 files per insert cost
+# the engine more CPU than anything else it did for it. Merges past this size write wide parts, the
+# layout for reading a few columns of many rows.
+WIDE_PART_BYTES = 64 << 20
+_WIDE_PART_SETTING = re.compile(r"\bmin_bytes_for_wide_part\s*=\s*(\d+)")
+
+
+def wide_part_bytes(engine_full: str) -> int | None:
+    """The `min_bytes_for_wide_part` an `events` table was given, None when it has the default."""
+    match = _WIDE_PART_SETTING.search(engine_full or "")
+    return int(match.group(1)) if match else None
+
+
 def _ttl_clause(retention_days: int) -> str:
     return f"ts + INTERVAL {int(retention_days)} DAY"
 
@@ -128,7 +142,8 @@ def events_ddl(database: str, retention_days: int) -> str:
         f"CREATE TABLE IF NOT EXISTS {qualified(database, 'events')} (\n  "
         + ",\n  ".join(columns)
         + "\n) ENGINE = MergeTree PARTITION BY toYYYYMMDD(ts) ORDER BY (at, eventId)"
-        + f" TTL {_ttl_clause(retention_days)} SETTINGS ttl_only_drop_parts = 1"
+        + f" TTL {_ttl_clause(retention_days)}"
+        + f" SETTINGS ttl_only_drop_parts = 1, min_bytes_for_wide_part = {WIDE_PART_BYTES}"
     )
 
 
@@ -229,5 +244,7 @@ def migrate(
     )
     if engine and ttl_days(engine[0][0]) != int(retention_days):
         run(f"ALTER TABLE {qualified(database, 'events')} MODIFY TTL {_ttl_clause(retention_days)}")
+    if engine and wide_part_bytes(engine[0][0]) != WIDE_PART_BYTES:
+        run(f"ALTER TABLE {qualified(database, 'events')} MODIFY SETTING min_bytes_for_wide_part = {WIDE_PART_BYTES}")
     applied += scrub_secret_channels(command, query_rows, database)
     return applied

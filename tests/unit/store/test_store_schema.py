@@ -7,6 +7,7 @@ import pytest
 from anysentry.store import schema
 from anysentry.store.client import Store, chdb_client
 from anysentry.store.settings import StoreSettings
+from store_helpers import count_rows, make_events
 
 
 def _columns(store, table: str) -> dict[str, str]:
@@ -35,6 +36,7 @@ def test_events_table_matches_the_spec(store):
     assert "PARTITION BY toYYYYMMDD(ts)" in engine
     assert "ORDER BY (at, eventId)" in engine
     assert schema.ttl_days(engine) == 90
+    assert schema.wide_part_bytes(engine) == schema.WIDE_PART_BYTES
     indexes = {
         name
         for (name,) in store.query_rows(
@@ -82,6 +84,7 @@ def test_migration_adds_missing_columns_to_an_older_table(store_settings):
             "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = 'events'", {"db": db}
         )[0][0]
         assert schema.ttl_days(engine) == 90  # retention brought in line
+        assert schema.wide_part_bytes(engine) == schema.WIDE_PART_BYTES  # inserts written as compact parts
         assert _migrate(store) == []
     finally:
         store.command(f"DROP DATABASE IF EXISTS `{db}` SYNC")
@@ -96,6 +99,20 @@ def test_retention_change_modifies_the_ttl(store):
     )[0][0]
     assert schema.ttl_days(engine) == 7
     assert _migrate(store, retention=7) == []
+
+
+def test_an_insert_of_the_writers_size_is_one_compact_part(store):
+    """A full writer batch goes in as one part of a few files (not two per column), still read whole."""
+    events = make_events(store.settings.batch_size)
+    for event in events:
+        event.rawPreview = "x" * 900  # ~1 KB rows like an observer line's: ~20 MB in all
+    store.insert_events(events)
+    parts = store.query_rows(
+        "SELECT part_type, rows, data_uncompressed_bytes FROM system.parts "
+        "WHERE database = {db:String} AND table = 'events' AND active", {"db": store.database})
+    assert [(kind, rows) for kind, rows, _ in parts] == [("Compact", store.settings.batch_size)]
+    assert parts[0][2] > 10 << 20  # over the engine's default threshold, which would have made it wide
+    assert count_rows(store) == store.settings.batch_size
 
 
 def test_settings_from_env(tmp_path):
