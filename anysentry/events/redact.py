@@ -111,6 +111,24 @@ _HEAD_END = re.compile(r"[,}&]")
 _HEAD_MARGIN = 256  # not Final: a compiled module would inline it, and tests shrink it
 
 
+_recurring: dict[str, str] = {}
+RECURRING_LIMIT: Final = 4096
+RECURRING_MAX_LEN: Final = 1024
+
+
+def redact_recurring(text: str) -> str:
+    """`redact_text` for text that recurs, like the agent, workspace, trace and titles an alert
+    carries for every event of an incident: scanned once while it is among the last few thousand."""
+    done = _recurring.get(text)
+    if done is None:
+        done = redact_text(text)
+        if len(text) <= RECURRING_MAX_LEN:
+            if len(_recurring) >= RECURRING_LIMIT:
+                _recurring.clear()
+            _recurring[text] = done
+    return done
+
+
 def redact_head(text: str, limit: int) -> str:
     """`redact_text(text)[:limit]`, redacting only a bounded prefix of a long text.
 

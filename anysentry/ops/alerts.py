@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from anysentry.events.ids import hash_id
-from anysentry.events.redact import redact_text
+from anysentry.events.redact import redact_recurring
 from anysentry.events.timefmt import display_time, now_ms
 from anysentry.judge.decision import SEVERITIES, severity_rank
 from anysentry.ops.book import Book
@@ -149,7 +149,7 @@ def _text(value: object, limit: int) -> str:
         return ""
     if isinstance(value, bool):
         value = "true" if value else "false"
-    return redact_text(str(value).strip())[:limit]
+    return redact_recurring(str(value).strip())[:limit]
 
 
 def _labels(labels: dict | None) -> dict:

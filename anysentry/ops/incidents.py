@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 from anysentry.events.ids import hash_id
 from anysentry.events.model import AgentEvent
-from anysentry.events.redact import redact_text
+from anysentry.events.redact import redact_recurring, redact_text
 from anysentry.events.timefmt import display_time, now_ms
 from anysentry.judge.decision import severity_rank
 from anysentry.ops.book import Book
@@ -144,7 +144,7 @@ class IncidentBook(Book):
         if self._seen_before(event.eventId, incident_id, record):
             return None
         monitored, scope = _attribution(event)
-        subject = redact_text(event.subject or "")[:500]
+        subject = redact_recurring(event.subject or "")[:500]
         opened = False
         if record is None:
             record = {
@@ -323,7 +323,7 @@ class IncidentBook(Book):
 def _text(value: object, limit: int) -> str:
     if value is None or isinstance(value, (dict, list)):
         return ""
-    return redact_text(str(value).strip())[:limit]
+    return redact_recurring(str(value).strip())[:limit]
 
 
 def setup(engine) -> IncidentBook:

@@ -311,6 +311,19 @@ def test_redact_text_agrees_with_reference_on_fuzzed_text():
             assert R.redact_text(text) == _reference_redact(text), text
 
 
+def test_recurring_redaction_equals_redacting_each_time():
+    """The memo behind alert and incident texts: repeats (also once it has been emptied at its bound,
+    and texts too long to remember) come back exactly as redact_text gives them."""
+    rng = random.Random(9)
+    texts = ["".join(rng.choice(_ALPHABET) for _ in range(rng.randint(0, 40))) for _ in range(600)]
+    texts += [f"token={n} " + "x" * R.RECURRING_MAX_LEN for n in range(3)] + [f"agent-{n}" for n in range(R.RECURRING_LIMIT)]
+    for _ in range(2):
+        for text in texts + texts[:600]:
+            assert R.redact_recurring(text) == _reference_redact(text), text
+            assert len(R._recurring) <= R.RECURRING_LIMIT
+    assert all(len(text) <= R.RECURRING_MAX_LEN for text in R._recurring)
+
+
 @pytest.mark.parametrize("limit", [1, 10, 100, 1800])
 @pytest.mark.parametrize("margin", [0, 7, 256])
 def test_redacted_head_equals_redact_then_cut(limit, margin, monkeypatch):
