@@ -66,11 +66,18 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 
 
 def _process_tree(pid: int) -> list[int]:
+    """The process and its descendants: a child belongs to the thread that started it, so every
+    thread's children are read (the ingest workers are spawned from a worker thread)."""
     members = [pid]
     try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return members
-    for child in children:
-        members.extend(_process_tree(int(child)))
+    for task in tasks:
+        try:
+            children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            members.extend(_process_tree(int(child)))
     return members

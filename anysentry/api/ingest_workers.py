@@ -19,18 +19,15 @@ batches are judged in the service."""
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
-import multiprocessing
 import os
-import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
 from anysentry.api.pipeline import AnswerRun, PlainEvents, event_answer, judge_item, rejection_answer
+from anysentry.api.worker_pool import WorkerPool
 from anysentry.events.model import Heartbeat, Observation, SourceContext
 from anysentry.judge.engine import Judge
 from anysentry.store import event_rows
@@ -41,9 +38,7 @@ WORKERS_ENV = "ANYSENTRY_INGEST_WORKERS"  # read by ApiSettings.from_env
 MIN_ITEMS = 64  # below this a round trip to a worker costs more than it saves
 MAX_DEFAULT_WORKERS = 4
 MAX_FAILURES = 3
-PARENT_POLL_SECS = 1.0
 _JUDGE_CACHE = 8
-PIPE_BYTES = 1 << 20  # the default /proc/sys/fs/pipe-max-size
 
 
 def default_size() -> int:
@@ -151,35 +146,9 @@ def judge_batch(job: Job) -> Judged:
     return Judged(answers, events, heartbeats, rejections, time.perf_counter() - started)
 
 
-def _watch_parent(parent: int) -> None:
-    """In a worker: exit when the service is gone, even killed (-9) — its end of the job queue is
-    inherited, so the worker would never see the queue close."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_POLL_SECS)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="anysentry-parent-watch", daemon=True).start()
-
-
-def widen_pipes(pool: ProcessPoolExecutor, size: int = PIPE_BYTES) -> int:
-    """Give the pool's job and result pipes room for whole batches; the widest size set, 0 if none.
-
-    A judged batch of 256 events comes back as ~350 KB: through a 64 KB pipe the worker and the
-    reading thread take turns six times per batch, each waiting on the other (bench/ingest.py: ~4%
-    more throughput at 1 MB). The pipes are the executor's own (no public way to size them); where
-    they or the size are not available the pool works as before."""
-    widest = 0
-    for queue in (getattr(pool, "_call_queue", None), getattr(pool, "_result_queue", None)):
-        reader = getattr(queue, "_reader", None)
-        if reader is None or not hasattr(fcntl, "F_SETPIPE_SZ"):
-            continue
-        try:
-            widest = max(widest, fcntl.fcntl(reader.fileno(), fcntl.F_SETPIPE_SZ, size))
-        except OSError:  # above /proc/sys/fs/pipe-max-size for this user
-            continue
-    return widest
+def worker_pid(_: object) -> int:
+    """In a worker: its pid, the answer that shows it is up."""
+    return os.getpid()
 
 
 class IngestWorkers:
@@ -191,7 +160,7 @@ class IngestWorkers:
         self.size = size
         self.min_items = min_items
         self.failures = 0  # in a row
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
         self._ready = False
         self._starting: asyncio.Task | None = None
 
@@ -206,33 +175,33 @@ class IngestWorkers:
 
     async def start(self) -> bool:
         """Start every worker and wait until each has answered once; False when they cannot start."""
-        loop = asyncio.get_running_loop()
-        pool = self._executor()
+        if self._pool is None:
+            self._pool = WorkerPool(self.size)
+        pool = self._pool
         try:
-            await asyncio.gather(*(loop.run_in_executor(pool, os.getpid) for _ in range(self.size)))
-        except (BrokenProcessPool, OSError) as exc:
-            self._failed(exc)
+            await pool.start()
+            await asyncio.gather(*(pool.call(worker_pid, None) for _ in range(self.size)))
+        except Exception as exc:  # noqa: BLE001 - whatever stops them, the service judges batches itself
+            if self._pool is pool:
+                self._failed(exc)
             return False
         finally:
             self._starting = None
         self._ready = self._pool is pool
         return self._ready
 
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.size, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_watch_parent, initargs=(os.getpid(),))
-            widen_pipes(self._pool)
-        return self._pool
-
     async def judge(self, items: list, judge: Judge, *, context: SourceContext | None, default_source: str,
                     now: int | None) -> Judged | None:
         """The batch judged by a worker, or None when the pool failed (it restarts with a later batch)."""
         job = Job(items, JudgeSpec.of(judge), context, default_source, now)
+        pool = self._pool
+        if pool is None:  # discarded since the batch was given to the workers
+            return None
         try:
-            judged = await asyncio.get_running_loop().run_in_executor(self._executor(), judge_batch, job)
+            judged = await pool.call(judge_batch, job)
         except (BrokenProcessPool, OSError) as exc:
-            self._failed(exc)
+            if self._pool is pool:  # one failure however many batches it held
+                self._failed(exc)
             return None
         self.failures = 0
         return judged
@@ -251,7 +220,7 @@ class IngestWorkers:
     def _discard(self) -> None:
         pool, self._pool, self._ready = self._pool, None, False
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.close()
 
     def close(self) -> None:
         if self._starting is not None:

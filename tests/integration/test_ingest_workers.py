@@ -164,7 +164,7 @@ async def test_a_killed_worker_loses_nothing_and_the_pool_comes_back(make_api):
     first = await api.data("POST", "/ingest/batch", {"events": mixed_batch()}, expect=201)
     assert first["acceptedEvents"] == 87
     pool = api.services.workers._pool
-    for pid in list(pool._processes):
+    for pid in pool.pids:
         os.kill(pid, signal.SIGKILL)
 
     body = {"events": [{"line": line(1000 + n, ["git", "status"])} for n in range(100)]}

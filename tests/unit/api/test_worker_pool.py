@@ -1,0 +1,120 @@
+"""The ingest workers' process pool (`anysentry.api.worker_pool`): real spawned processes answering
+over socket pairs — results and errors come back, a dead worker fails its calls instead of hanging
+them, and no worker outlives the service, also when the service is killed -9."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import operator
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures.process import BrokenProcessPool
+
+import pytest
+
+from anysentry.api.ingest_workers import worker_pid
+from anysentry.api.worker_pool import WorkerPool
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _gone(pids: list[int], within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not any(_alive(pid) for pid in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+async def test_calls_answer_in_the_workers_and_errors_come_back_as_raised():
+    pool = WorkerPool(2)
+    await pool.start()
+    try:
+        pids = await asyncio.gather(*(pool.call(worker_pid, None) for _ in range(4)))
+        assert set(pids) == set(pool.pids) and os.getpid() not in pids  # both workers took calls
+        big = list(range(200_000))  # larger than one socket read: answers are reassembled
+        assert await pool.call(operator.neg, 7) == -7
+        assert await pool.call(sorted, big) == big
+        with pytest.raises(ValueError):
+            await pool.call(math.sqrt, -1)
+        assert await pool.call(operator.neg, 8) == -8  # an error does not break the pool
+    finally:
+        pool.close()
+    assert _gone(pids)
+
+
+async def test_frames_larger_than_the_sockets_hold_keep_their_order():
+    pool = WorkerPool(1)
+    await pool.start()
+    try:
+        sizes = await asyncio.gather(pool.call(len, b"x" * (10 << 20)), pool.call(operator.neg, 1),
+                                     pool.call(len, b"y" * (5 << 20)), pool.call(operator.neg, 2))
+        assert sizes == [10 << 20, -1, 5 << 20, -2]
+    finally:
+        pool.close()
+
+
+async def test_a_killed_worker_fails_its_calls_and_breaks_the_pool():
+    pool = WorkerPool(1)
+    await pool.start()
+    try:
+        slow = asyncio.ensure_future(pool.call(time.sleep, 30))
+        await asyncio.sleep(0.3)
+        os.kill(pool.pids[0], signal.SIGKILL)
+        with pytest.raises(BrokenProcessPool):
+            await asyncio.wait_for(slow, 10)
+        with pytest.raises(BrokenProcessPool):
+            await pool.call(operator.neg, 1)
+        assert pool.broken is not None
+    finally:
+        pool.close()
+
+
+async def test_closing_the_pool_fails_outstanding_calls_and_ends_the_workers():
+    pool = WorkerPool(2)
+    await pool.start()
+    pids = pool.pids
+    waiting = asyncio.ensure_future(pool.call(time.sleep, 30))
+    await asyncio.sleep(0.2)
+    pool.close()
+    with pytest.raises(BrokenProcessPool):
+        await asyncio.wait_for(waiting, 5)
+    assert _gone(pids, within=40)  # the sleeping one ends when its call does, or is killed
+
+
+SERVICE = """
+import asyncio, sys, time
+from anysentry.api.worker_pool import WorkerPool
+from anysentry.api.ingest_workers import worker_pid
+
+async def main():
+    pool = WorkerPool(2)
+    await pool.start()
+    await asyncio.gather(*(pool.call(worker_pid, None) for _ in range(2)))
+    print(" ".join(map(str, pool.pids)), flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def test_no_worker_outlives_a_service_killed_minus_9():
+    service = subprocess.Popen([sys.executable, "-c", SERVICE], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(pid) for pid in service.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+    finally:
+        service.send_signal(signal.SIGKILL)
+        service.wait()
+    assert _gone(pids)
