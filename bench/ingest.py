@@ -9,7 +9,8 @@
    the two cores, so it is a minimal keep-alive HTTP/1.1 client (each response read whole, its
    status checked): ~0.5 µs of CPU per event where aiohttp's client took ~1.2; its CPU is printed;
 2. the raw chdb insert ceiling for the same judged rows (`Store.insert_events`, in inserts of the
-   writer's batch size), and the ratio;
+   writer's batch size, into a fresh database): three runs, since one moves by ±8% from the next;
+   the ratio to their median and to the best;
 3. `/ingest` single-line latency p50/p95/p99 at concurrency 8.
 On a shared machine the wall-clock figures move with the load, so the server's CPU time per event
 and per request (user + system, all its threads and worker processes) and the load average are
@@ -40,6 +41,7 @@ from apiproc import ROOT, cpu_seconds, free_port, start_api, stop, wait_healthy
 TARGET_BATCH = 50_000
 TARGET_RATIO = 0.5
 TARGET_P95_MS = 10.0
+CEILING_RUNS = 3  # one insert run of the same rows moves by ±8% from the last
 
 CEILING_SCRIPT = """
 import json, sys, time
@@ -190,12 +192,15 @@ def main() -> None:
     finally:
         stop(server)
     try:
-        ceiling = subprocess.run([sys.executable, "-c", CEILING_SCRIPT, str(data_dir / "chdb"), str(data_dir / "ceiling"),
-                                  str(ROOT)], capture_output=True, text=True, check=True)
+        ceilings = []
+        for run in range(CEILING_RUNS):
+            done = subprocess.run([sys.executable, "-c", CEILING_SCRIPT, str(data_dir / "chdb"),
+                                   str(data_dir / f"ceiling{run}"), str(ROOT)], capture_output=True, text=True, check=True)
+            raw = json.loads(done.stdout)
+            ceilings.append(raw["rows"] / raw["seconds"])
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)  # ~250 MB of store and log per run
-    raw = json.loads(ceiling.stdout)
-    raw_rate = raw["rows"] / raw["seconds"]
+    raw_rate = statistics.median(ceilings)
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, "
           f"load average {load_before} before, {load_average()} after")
     by_workers = judged1.get("workers", 0) - judged0.get("workers", 0)
@@ -203,8 +208,10 @@ def main() -> None:
     print(f"ingest workers: {os.environ.get('ANYSENTRY_INGEST_WORKERS') or 'default'} "
           f"({by_workers:.0f} batches judged by workers, {in_service:.0f} in the service after a pool failure)")
     print(f"batch ingest (HTTP, judged + stored): {rate:,.0f} events/s   target ≥ {TARGET_BATCH:,}")
-    print(f"raw chdb insert ceiling (same rows):  {raw_rate:,.0f} rows/s")
-    print(f"ratio: {rate / raw_rate:.2f}   target ≥ {TARGET_RATIO}")
+    print(f"raw chdb insert ceiling (same rows):  {raw_rate:,.0f} rows/s, the median of "
+          f"{', '.join(f'{c:,.0f}' for c in ceilings)}")
+    print(f"ratio: {rate / raw_rate:.2f} to the median ceiling, {rate / max(ceilings):.2f} to the best   "
+          f"target ≥ {TARGET_RATIO}")
     print(f"server CPU: {(cpu1 - cpu0) * 1e6 / max(1, args.events):.0f} µs per batch-ingested event "
           f"(the load generator: {client_cpu * 1e6 / max(1, args.events):.1f}), "
           f"{(cpu2 - cpu1) * 1e6 / max(1, len(latencies)):.0f} µs per /ingest request")
