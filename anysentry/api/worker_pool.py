@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 _HEADER = 8  # frame length, little-endian
 SOCKET_BYTES = 2 << 20  # a judged batch (~350 KB) and more fit without the two sides taking turns
+_READ_BYTES = 256 << 10  # per read: a larger request makes every read allocate (and map) that much
 _REAP_SECS = 5.0
 
 
@@ -78,6 +79,7 @@ class WorkerPool:
         self._workers: list[_Worker] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._spawning: asyncio.Future | None = None
+        self._installed = False
         self.broken: BaseException | None = None
 
     @property
@@ -91,13 +93,14 @@ class WorkerPool:
             self._loop = asyncio.get_running_loop()
             self._spawning = asyncio.ensure_future(asyncio.to_thread(self._spawn))
         workers = await asyncio.shield(self._spawning)
-        if not self._workers and self.broken is None:
-            self._workers = workers
-            for worker in workers:
-                self._loop.add_reader(worker.sock.fileno(), self._readable, worker)
-        elif self.broken is not None and workers and not self._workers:
-            self._workers = workers  # closed while spawning: close these too
+        if self._installed:
+            return
+        self._installed, self._workers = True, workers
+        if self.broken is not None:  # closed while spawning: these go too
             self.close()
+            return
+        for worker in workers:
+            self._loop.add_reader(worker.sock.fileno(), self._readable, worker)
 
     def _spawn(self) -> list[_Worker]:
         context = multiprocessing.get_context("spawn")
@@ -170,7 +173,7 @@ class WorkerPool:
 
     def _readable(self, worker: _Worker) -> None:
         try:
-            chunk = worker.sock.recv(SOCKET_BYTES)
+            chunk = worker.sock.recv(_READ_BYTES)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -198,17 +201,12 @@ class WorkerPool:
     def _break(self, error: BaseException) -> None:
         """Every outstanding call fails; the pool takes no more (a new one replaces it)."""
         if self.broken is None:
-            self.broken = error
-        failure = error if isinstance(error, BrokenProcessPool) else BrokenProcessPool(str(error))
-        for worker in self._workers:
-            while worker.calls:
-                future = worker.calls.popleft()
-                if not future.done():
-                    future.set_exception(failure)
+            self.broken = error if isinstance(error, BrokenProcessPool) else BrokenProcessPool(str(error))
         self.close()
 
     def close(self) -> None:
-        """Close the sockets (each worker ends after its current call) and reap the processes."""
+        """Fail the outstanding calls, close the sockets (each worker ends after its current call)
+        and reap the processes."""
         workers, self._workers = self._workers, []
         if self.broken is None:
             self.broken = BrokenProcessPool("the pool was closed")
@@ -219,7 +217,8 @@ class WorkerPool:
             worker.sock.close()
             for future in worker.calls:
                 if not future.done():
-                    future.set_exception(BrokenProcessPool("the pool was closed"))
+                    future.set_exception(self.broken)
+            worker.calls.clear()
         if workers:
             threading.Thread(target=_reap, args=([w.process for w in workers],), name="anysentry-worker-reap",
                              daemon=True).start()
