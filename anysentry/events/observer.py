@@ -13,7 +13,7 @@ import orjson
 
 from anysentry.events import kinds as K
 from anysentry.events.ids import hash_id, part_text, sha1_hex
-from anysentry.events.model import EVENT_SOURCES, AgentEvent, Heartbeat, Observation, Rejection, SourceContext
+from anysentry.events.model import EVENT_SOURCES, SCHEMA_VERSION, AgentEvent, Heartbeat, Observation, Rejection, SourceContext
 from anysentry.events.redact import (
     REDACTED, clean_value, has_marker, is_sensitive_key, redact_head, redact_text, sanitize_attributes,
 )
@@ -592,22 +592,15 @@ def normalize(
     else:
         preview = line_text[:RAW_PREVIEW_LIMIT] if clean else redact_head(line_text, RAW_PREVIEW_LIMIT)
 
+    # every field positionally, in declaration order: keywords cost ~0.4 µs more per event (CPython
+    # matches each keyword against the 40 parameter names)
     event = AgentEvent(
-        # the required fields, positionally in declaration order (cheaper than keywords)
         event_id, at, stored_kind, category, event_source, subject, workspace, agent_id, session_id, user_id,
-        trace_id, span_id, run_id,
-        sourceEventId=source_event_id,
-        collectorId=attributes.get("collectorId", ""),
-        sourceId=source_id,
-        parentSpanId=given.parentSpanId,
-        taskId=given.taskId or id_task,
-        decisionUpdatedAt=at,
-        tokenCount=max(0, int(token_count)),
-        latencyMs=max(0.0, latency),
-        attributes=attributes,
-        process=process,
-        attribution=attribution,
-        rawPreview=preview,
+        trace_id, span_id, run_id, SCHEMA_VERSION, source_event_id, attributes.get("collectorId", ""), source_id,
+        given.parentSpanId, given.taskId or id_task,
+        "succeeded", "", "", at,  # decisionStatus, evaluationId, policyVersion, decisionUpdatedAt
+        "allow", "Rules", "info", "", "", "", "benign", "Benign", "", 0.0,  # the L1 default, until judged
+        max(0, int(token_count)), max(0.0, latency), attributes, process, attribution, None, preview,
     )
     incomplete = line_kind == K.TOOL_EXEC and (
         argv_cut or inner.get("argv_truncated") is True or inner.get("argv_incomplete") is True
