@@ -118,3 +118,34 @@ def test_no_worker_outlives_a_service_killed_minus_9():
         service.send_signal(signal.SIGKILL)
         service.wait()
     assert _gone(pids)
+
+
+def test_a_frame_the_socket_takes_in_parts_arrives_whole():
+    """A worker's answer larger than the socket takes at once (here a 4 KB send buffer in timeout
+    mode, where a send returns after a part) is finished where the first send stopped."""
+    import socket
+    import threading
+
+    from anysentry.api.worker_pool import _send_frame
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        ours.settimeout(10)
+        frames = [bytes(range(256)) * 4000, b"second"]
+        received = bytearray()
+        expected = sum(8 + len(frame) for frame in frames)
+
+        def read() -> None:
+            while len(received) < expected:
+                received.extend(theirs.recv(65536))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        for frame in frames:
+            _send_frame(ours, frame)
+        reader.join(10)
+        assert not reader.is_alive()
+    first = int.from_bytes(received[:8], "little")
+    assert first == len(frames[0]) and bytes(received[8:8 + first]) == frames[0]
+    assert bytes(received[8 + first:]) == len(frames[1]).to_bytes(8, "little") + frames[1]
