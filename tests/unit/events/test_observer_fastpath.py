@@ -344,3 +344,19 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["--regenerate"]:
         sys.exit("usage: test_observer_fastpath.py --regenerate  (only for an intended behaviour change)")
     _write_golden()
+
+
+def test_a_new_event_holds_the_models_defaults_until_it_is_judged():
+    """normalize passes every AgentEvent field by position (cheaper than keywords), so the decision
+    fields it writes out must stay the ones the model declares."""
+    from dataclasses import fields
+
+    from anysentry.events.model import AgentEvent
+
+    event = normalize({"line": orjson.dumps({"event": {"ToolExec": {"argv": ["ls"]}}}).decode()}, now=NOW).event
+    undecided = [f for f in fields(AgentEvent)
+                 if f.name in ("decisionStatus", "evaluationId", "policyVersion", "verdict", "tier", "severity", "reason",
+                               "actionKind", "actionTarget", "riskCategory", "riskName", "riskType", "riskScore",
+                               "judgment", "schemaVersion")]
+    assert len(undecided) == 15
+    assert {f.name: getattr(event, f.name) for f in undecided} == {f.name: f.default for f in undecided}
