@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 _HEADER = 8  # frame length, little-endian
 SOCKET_BYTES = 2 << 20  # a judged batch (~350 KB) and more fit without the two sides taking turns
-_READ_BYTES = 256 << 10  # per read: a larger request makes every read allocate (and map) that much
+_KEEP_BYTES = 4 << 20  # a worker's answer buffer is kept for the next answer up to this size
 _REAP_SECS = 5.0
 
 
@@ -71,13 +71,18 @@ def _send_frame(sock: socket.socket, data: bytes) -> None:
 
 
 class _Worker:
-    __slots__ = ("process", "sock", "calls", "inbox", "outbox")
+    __slots__ = ("process", "sock", "calls", "header", "frame", "size", "filled", "outbox")
 
     def __init__(self, process: Any, sock: socket.socket):
         self.process = process
         self.sock = sock
         self.calls: deque[asyncio.Future] = deque()
-        self.inbox = bytearray()
+        # The answer being read goes straight into `frame` (reused, grown to the largest answer):
+        # its header first (`size` is -1 until it is whole), then `size` bytes; `filled` counts both.
+        self.header = bytearray(_HEADER)
+        self.frame = bytearray()
+        self.size = -1
+        self.filled = 0
         self.outbox = bytearray()  # what the socket did not take yet, written in order when it can
 
 
@@ -146,28 +151,33 @@ class WorkerPool:
         data = pickle.dumps((function, argument), protocol=pickle.HIGHEST_PROTOCOL)
         future = self._loop.create_future()
         worker.calls.append(future)
-        self._send(worker, len(data).to_bytes(_HEADER, "little") + data)
+        self._send(worker, data)
         ok, value = await future
         if not ok:
             raise value
         return value
 
-    def _send(self, worker: _Worker, frame: bytes) -> None:
-        """Write a frame now, or queue it behind what is waiting: never awaited, so a cancelled
-        caller cannot leave half a frame on the socket."""
+    def _send(self, worker: _Worker, data: bytes) -> None:
+        """Write a frame (header and `data`, not joined) now, or queue it behind what is waiting:
+        never awaited, so a cancelled caller cannot leave half a frame on the socket."""
+        header = len(data).to_bytes(_HEADER, "little")
         if not worker.outbox:
             try:
-                sent = worker.sock.send(frame)
+                sent = worker.sock.sendmsg([header, data])
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError as exc:
                 self._break(exc)
                 return
-            if sent == len(frame):
+            if sent == _HEADER + len(data):
                 return
-            frame = frame[sent:]
             self._loop.add_writer(worker.sock.fileno(), self._writable, worker)
-        worker.outbox += frame
+            if sent >= _HEADER:
+                worker.outbox += memoryview(data)[sent - _HEADER:]
+                return
+            header = header[sent:]
+        worker.outbox += header
+        worker.outbox += data
 
     def _writable(self, worker: _Worker) -> None:
         try:
@@ -182,31 +192,53 @@ class WorkerPool:
             self._loop.remove_writer(worker.sock.fileno())
 
     def _readable(self, worker: _Worker) -> None:
+        """Read what the socket holds straight into the answer buffer (no chunk objects to join)
+        and settle the oldest call with each answer that is whole."""
+        while True:
+            if worker.size < 0:
+                if worker.filled == _HEADER:
+                    worker.size, worker.filled = int.from_bytes(worker.header, "little"), 0
+                    if len(worker.frame) < worker.size:
+                        worker.frame = bytearray(worker.size)
+                    continue
+                target = memoryview(worker.header)[worker.filled:]
+            elif worker.filled == worker.size:
+                if not self._answer(worker):
+                    return
+                continue
+            else:
+                target = memoryview(worker.frame)[worker.filled:worker.size]
+            with target:
+                try:
+                    read = worker.sock.recv_into(target)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    self._break(exc)
+                    return
+                wanted = len(target)
+            if not read:
+                self._break(BrokenProcessPool(f"ingest worker {worker.process.pid} ended"))
+                return
+            worker.filled += read
+            if read < wanted:  # the socket is empty for now
+                return
+
+    def _answer(self, worker: _Worker) -> bool:
+        """The whole answer in `worker.frame` settles the oldest call; False when the pool broke."""
+        size = worker.size
         try:
-            chunk = worker.sock.recv(_READ_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._break(exc)
-            return
-        if not chunk:
-            self._break(BrokenProcessPool(f"ingest worker {worker.process.pid} ended"))
-            return
-        inbox = worker.inbox
-        inbox += chunk
-        while len(inbox) >= _HEADER:
-            size = int.from_bytes(inbox[:_HEADER], "little")
-            if len(inbox) < _HEADER + size:
-                return
-            try:
-                with memoryview(inbox)[_HEADER:_HEADER + size] as frame:  # read in place, not copied out
-                    future, answer = worker.calls.popleft(), pickle.loads(frame)
-            except Exception as exc:  # noqa: BLE001 - an answer nobody asked for, or unreadable
-                self._break(BrokenProcessPool(f"ingest worker {worker.process.pid} answered wrongly: {exc}"))
-                return
-            del inbox[:_HEADER + size]
-            if not future.done():
-                future.set_result(answer)
+            with memoryview(worker.frame)[:size] as frame:  # read in place, not copied out
+                future, answer = worker.calls.popleft(), pickle.loads(frame)
+        except Exception as exc:  # noqa: BLE001 - an answer nobody asked for, or unreadable
+            self._break(BrokenProcessPool(f"ingest worker {worker.process.pid} answered wrongly: {exc}"))
+            return False
+        worker.size, worker.filled = -1, 0
+        if size > _KEEP_BYTES:
+            worker.frame = bytearray()
+        if not future.done():
+            future.set_result(answer)
+        return True
 
     def _break(self, error: BaseException) -> None:
         """Every outstanding call fails; the pool takes no more (a new one replaces it)."""

@@ -65,6 +65,21 @@ async def test_frames_larger_than_the_sockets_hold_keep_their_order():
         pool.close()
 
 
+async def test_answers_of_every_size_in_a_row_come_back_whole_and_in_order():
+    """Answers are read into one reused buffer: a small one after a large one, one larger than the
+    buffer kept between answers, and answers queued back to back must each come back exactly."""
+    pool = WorkerPool(1)
+    await pool.start()
+    try:
+        sizes = [3 << 20, 10, 6 << 20, 1 << 10, 2 << 20]
+        answers = await asyncio.gather(*(pool.call(bytes.upper, b"ab" * (n // 2) + bytes([97 + i]))
+                                         for i, n in enumerate(sizes)))
+        assert answers == [b"AB" * (n // 2) + bytes([65 + i]) for i, n in enumerate(sizes)]
+        assert await pool.call(operator.neg, 3) == -3
+    finally:
+        pool.close()
+
+
 async def test_a_killed_worker_fails_its_calls_and_breaks_the_pool():
     pool = WorkerPool(1)
     await pool.start()
