@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from anysentry.events.ids import hash_id
-from anysentry.events.redact import redact_recurring
 from anysentry.events.timefmt import display_time, now_ms
 from anysentry.judge.decision import SEVERITIES, severity_rank
 from anysentry.ops.book import Book
 from anysentry.ops.fields import clamp as _clamp
+from anysentry.ops.fields import redacted_text as _text
 
 log = logging.getLogger("anysentry.ops.alerts")
 
@@ -144,14 +144,6 @@ def rules(settings: AlertSettings) -> list[dict]:
              "cooldownSecs": settings.cooldown_secs, "description": desc} for rid, name, kind, sev, desc in table]
 
 
-def _text(value: object, limit: int) -> str:
-    if value is None or isinstance(value, (dict, list, tuple, set)):
-        return ""
-    if isinstance(value, bool):
-        value = "true" if value else "false"
-    return redact_recurring(str(value).strip())[:limit]
-
-
 def _labels(labels: dict | None) -> dict:
     """§5.3: at most 80 keys, values at most 500 chars, all text value-redacted."""
     out: dict = {}
@@ -172,11 +164,13 @@ def _labels(labels: dict | None) -> dict:
 
 def clean_context(context: dict | None) -> dict:
     out: dict = {}
+    if not context:
+        return out
     for key in CONTEXT_KEYS:
-        value = (context or {}).get(key)
-        if value not in (None, ""):
+        value = context.get(key)
+        if value is not None and value != "":
             out[key] = _text(value, 1024)
-    if context and isinstance(context.get("monitored"), bool):
+    if isinstance(context.get("monitored"), bool):
         out["monitored"] = context["monitored"]
     return out
 
@@ -211,13 +205,24 @@ class AlertBook(Book):
         self.engine = engine
         self.settings = settings or AlertSettings.from_env(engine)
         self._opened_sent: dict[str, int] = {}  # alertId → last `opened` notification (survives eviction)
+        self._ids: dict[str, str] = {}  # dedupeKey → alertId
 
     # ---- reads -------------------------------------------------------------------------------
     def active(self) -> list[dict]:
         return [r for r in self.records.values() if r.get("status") in ACTIVE]
 
     def by_dedupe_key(self, dedupe_key: str) -> dict | None:
-        return self.records.get(hash_id("alt", [dedupe_key]))
+        return self.records.get(self.alert_id(dedupe_key))
+
+    def alert_id(self, dedupe_key: str) -> str:
+        """`hashId("alt", [dedupeKey])`, kept for the keys in use: incident and agent alerts are
+        refreshed with every event of theirs."""
+        alert_id = self._ids.get(dedupe_key)
+        if alert_id is None:
+            if len(self._ids) >= 4 * MAX_ALERTS:
+                self._ids.clear()
+            alert_id = self._ids[dedupe_key] = hash_id("alt", [dedupe_key])
+        return alert_id
 
     def rules(self) -> list[dict]:
         return rules(self.settings)
@@ -245,7 +250,7 @@ class AlertBook(Book):
             return None
         now = now or now_ms()
         ctx = clean_context(context)
-        alert_id = hash_id("alt", [dedupe_key])
+        alert_id = self.alert_id(dedupe_key)
         record = self.records.get(alert_id)
         window = self._suppressing_window({**ctx, "dedupeKey": dedupe_key, "alertId": alert_id}, kind, now)
         if window is not None:

@@ -6,12 +6,26 @@ from typing import Callable
 
 import orjson
 
+from anysentry.events.redact import redact_recurring
+
 
 def text(value: object, limit: int = 256) -> str:
     """Trimmed, bounded text; None, containers and booleans become ""."""
     if value is None or isinstance(value, (dict, list, tuple, set, bool)):
         return ""
     return str(value).strip()[:limit]
+
+
+def redacted_text(value: object, limit: int) -> str:
+    """`text` for what alerts and incidents show: value-redacted (§5.1), booleans as true/false.
+    Their texts recur with every event of an incident, so each is redacted once (`redact_recurring`)."""
+    if type(value) is str:  # nearly always: checked first
+        return redact_recurring(value.strip())[:limit]
+    if value is None or isinstance(value, (dict, list, tuple, set)):
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return redact_recurring(str(value).strip())[:limit]
 
 
 def clamp(value: object, low: int, high: int, default: int) -> int:

@@ -19,6 +19,7 @@ from anysentry.events.redact import redact_recurring, redact_text
 from anysentry.events.timefmt import display_time, now_ms
 from anysentry.judge.decision import severity_rank
 from anysentry.ops.book import Book
+from anysentry.ops.fields import redacted_text as _text
 
 log = logging.getLogger("anysentry.ops.incidents")
 
@@ -318,12 +319,6 @@ class IncidentBook(Book):
         elif status == "resolved" and alert.get("status") != "resolved":
             alerts.update(alert["alertId"], status="resolved", actor=actor, now=now)
         return alert["alertId"]
-
-
-def _text(value: object, limit: int) -> str:
-    if value is None or isinstance(value, (dict, list)):
-        return ""
-    return redact_recurring(str(value).strip())[:limit]
 
 
 def setup(engine) -> IncidentBook:

@@ -10,6 +10,7 @@ it is state people write and the pipeline consults on every event (`review_for_e
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -110,6 +111,7 @@ class ReviewBook(Book):
     max_records = 20_000
 
 
+@functools.lru_cache(maxsize=8192)  # alerts look the owner up with every event of an incident
 def metadata_id(workspace: str, agent: str) -> str:
     return hash_id("meta", [workspace, agent])
 
