@@ -86,6 +86,9 @@ class Installation:
     store_key: tuple | None = None
     sync: object = None  # ops.sync.BookSync over the store
     feed: object = None  # ops.feed.EventFeed over the store
+    # store write time of the newest source and heartbeat row taken in, per table: each refresh
+    # reads only what the api replicas wrote since (`refresh_from_store`)
+    counters_since: dict[str, int] = field(default_factory=dict)
     loops_owner: str | None = None  # the AnySentry whose daemon runs the loops
     last_run: dict[str, float] = field(default_factory=dict)
     cycles: int = 0
@@ -160,6 +163,7 @@ async def configure_store(inst: Installation, settings) -> None:
         return
     old, inst.store, inst.store_key = inst.store, None, key
     inst.sync = inst.feed = None
+    inst.counters_since = {}
     if old is not None:
         await asyncio.to_thread(old.close)
     if settings is None:
@@ -182,29 +186,51 @@ async def configure_store(inst: Installation, settings) -> None:
     inst.feed = EventFeed(store)
 
 
-async def refresh_from_store(inst: Installation) -> None:
-    """Take in what the api replicas wrote: source counters, heartbeats, changed book records."""
+_SOURCE_COUNTERS = ("lastSeenAt", "lastEventAt", "lastHeartbeatAt", "acceptedEvents", "acceptedHeartbeats",
+                    "rejectedEvents", "lastResult", "lastError", "lastRejectedAt")
+
+
+async def refresh_from_store(inst: Installation, *, overlap_ms: int | None = None) -> int:
+    """Take in what the api replicas wrote since the last refresh: source counters, heartbeats,
+    changed book records. Returns how many source and heartbeat rows were read: only those written
+    since the previous look (less `overlap_ms`, rows become readable a little after their stamp)."""
     store = inst.store
     if store is None:
-        return
+        return 0
+    from anysentry.ops.sync import OVERLAP_MS
     from anysentry.store.state import StateTable
 
+    overlap = OVERLAP_MS if overlap_ms is None else overlap_ms
     engine = inst.engine
+    read = 0
     try:
-        for record in await StateTable(store, "sources").aall():
-            current = engine.sources.get(record.get("sourceId", ""))
-            if current is None:
-                engine.sources.load([record])
-                continue
-            for key in ("lastSeenAt", "lastEventAt", "lastHeartbeatAt", "acceptedEvents", "acceptedHeartbeats",
-                        "rejectedEvents", "lastResult", "lastError", "lastRejectedAt"):
-                if key in record:
-                    current[key] = record[key]
-        engine.collectors.load(await StateTable(store, "collector_heartbeats").aall())
+        for table in ("sources", "collector_heartbeats"):
+            since = inst.counters_since.get(table, 0)
+            rows, newest = await StateTable(store, table).achanged_since(max(0, since - overlap) if since else 0)
+            records = [record for _, deleted, record in rows if not deleted]
+            if table == "sources":
+                _take_source_counters(engine, records)
+            else:
+                engine.collectors.load(records)
+            inst.counters_since[table] = max(since, newest)
+            read += len(rows)
     except Exception as exc:
         log.warning("refresh of %s from the store failed: %s", inst.namespace, exc)
     if inst.sync is not None:
         await inst.sync.refresh()
+    return read
+
+
+def _take_source_counters(engine, records: list[dict]) -> None:
+    """A source the engine does not know yet is taken whole; of a known one only the counters."""
+    for record in records:
+        current = engine.sources.get(record.get("sourceId", ""))
+        if current is None:
+            engine.sources.load([record])
+            continue
+        for key in _SOURCE_COUNTERS:
+            if key in record:
+                current[key] = record[key]
 
 
 async def fold_new_events(inst: Installation) -> int:

@@ -117,3 +117,36 @@ async def test_a_replica_on_its_own_still_folds_events(make_api):
     api = await make_api()  # `anysentry serve` and a single api outside a cluster: operations="local"
     await ingest(api, tool())
     assert len(await incidents(api)) == 1
+
+
+async def test_the_operator_reads_only_the_counter_rows_written_since_its_last_look(make_api, tmp_path, chdb_path,
+                                                                                   store_database):
+    """Source counters and heartbeats come from the replicas' flushes: each refresh reads the rows
+    written since the last one, not both tables whole every cycle."""
+    api = await make_api(operations="operator")
+    inst = await operator(tmp_path, chdb_path, store_database, "op-counters")
+    beat = await api.data("POST", "/collectors/heartbeat", {"collectorId": "node-1", "status": "ok"}, expect=201)
+    source_id = beat["sourceId"]  # discovered for the collector; its events count on it
+
+    async def post(event):
+        data = await api.data("POST", "/ingest/events", {"events": [event], "collectorId": "node-1"}, expect=201)
+        assert data["sourceId"] == source_id and data["acceptedEvents"] == 1, data
+
+    await post(tool(at=NOW))
+
+    async def taken_in():  # the replica flushes what changed every 0.2 s
+        await loops.refresh_from_store(inst, overlap_ms=0)
+        source = inst.engine.sources.get(source_id)
+        return source and source.get("acceptedEvents") == 1 and "node-1" in inst.engine.collectors.latest
+
+    await eventually(taken_in)
+    await asyncio.sleep(0.5)  # past the replica's next flushes, which have nothing to write
+    assert await loops.refresh_from_store(inst, overlap_ms=0) == 0
+
+    await post(tool("ls -la", at=NOW + 1))
+
+    async def counted_again():
+        read = await loops.refresh_from_store(inst, overlap_ms=0)
+        return inst.engine.sources.get(source_id).get("acceptedEvents") == 2 and read
+
+    assert await eventually(counted_again) == 1  # the one source row the replica wrote again
