@@ -35,7 +35,7 @@ from anysentry.ops.objectives import API_MANAGER, MANAGED_BY
 from anysentry.ops.notification_secrets import QUEUED, from_secret, kube_secret_refs, restore_values
 from anysentry.operator.kube import plain
 from anysentry.operator.loops import Installation, Runtime, register_publisher, runtime
-from anysentry.operator.mirror_routes import ROUTE_LABEL
+from anysentry.operator.mirror_routes import CHANNEL_LABEL, ROUTE_LABEL
 from anysentry.operator.status import awrite_status, from_ms, now_utc, parse_time, with_conditions
 from anysentry.resources.models import GROUP, VERSION, NotificationRoute, NotificationRouteStatus, ReceiverStatus
 
@@ -54,6 +54,8 @@ def _grace_secs(default: float = 60.0) -> float:
 
 SECRET_GRACE_SECS = _grace_secs()
 API_SECRETS = f"{MANAGED_BY}={API_MANAGER},{ROUTE_LABEL}"
+CHANNEL_SECRETS = f"{MANAGED_BY}={API_MANAGER},{CHANNEL_LABEL}"  # REST channels' own Secrets
+CHANNEL_TABLE = "notification_channels"
 
 
 def secret_value(secret: dict | None, key: str) -> str | None:
@@ -158,15 +160,16 @@ async def publish_route(kube, engine, obj: dict) -> NotificationRouteStatus:
     return status
 
 
-def unreferenced_secrets(secrets: list[dict], routes: list[dict], now: datetime,
+def route_secret_names(routes: list[dict]) -> set[str]:
+    """The Secrets the receivers of these NotificationRoutes reference."""
+    return {receiver[ref]["name"] for route in routes for receiver in (route.get("spec") or {}).get("receivers") or []
+            for _, ref in REF_FIELDS if (receiver.get(ref) or {}).get("name")}
+
+
+def unreferenced_secrets(secrets: list[dict], referenced: set[str], now: datetime,
                          grace: float = SECRET_GRACE_SECS) -> list[str]:
-    """Names of the api's receiver Secrets that no route references and that are past the grace."""
-    referenced = set()
-    for route in routes:
-        for receiver in (route.get("spec") or {}).get("receivers") or []:
-            for _, ref in REF_FIELDS:
-                if (receiver.get(ref) or {}).get("name"):
-                    referenced.add(receiver[ref]["name"])
+    """Names of the api's Secrets not among `referenced` and past the grace (the api creates a Secret
+    before what references it is written)."""
     stale = []
     for secret in secrets:
         meta = secret.get("metadata") or {}
@@ -183,10 +186,32 @@ async def prune_api_secrets(kube, namespace: str, routes: list[dict] | None = No
         return []
     if routes is None:
         routes = await kube.list("NotificationRoute", namespace)
-    stale = unreferenced_secrets(secrets, routes, now_utc())
+    stale = unreferenced_secrets(secrets, route_secret_names(routes), now_utc())
     for name in stale:
         await kube.delete("Secret", namespace, name)
         log.info("removed Secret %s/%s: no NotificationRoute references it any more", namespace, name)
+    return stale
+
+
+async def prune_channel_secrets(kube, engine, namespace: str, routes: list[dict] | None = None, *,
+                                grace: float | None = None) -> list[str]:
+    """Delete the Secrets of REST channels that neither a channel nor a route receiver references any
+    more: a new URL or key went into a new Secret. The channel book must hold the store's channels
+    (the caller checks): an empty book would otherwise take every channel's Secret for a stale one."""
+    notifier = getattr(engine, "notifications", None)
+    if notifier is None:
+        return []
+    secrets = await kube.list("Secret", namespace, label_selector=CHANNEL_SECRETS)
+    if not secrets:
+        return []
+    if routes is None:
+        routes = await kube.list("NotificationRoute", namespace)
+    referenced = route_secret_names(routes) | {ref["name"] for channel in list(notifier.channels.values())
+                                                for ref in kube_secret_refs(channel).values()}
+    stale = unreferenced_secrets(secrets, referenced, now_utc(), SECRET_GRACE_SECS if grace is None else grace)
+    for name in stale:
+        await kube.delete("Secret", namespace, name)
+        log.info("removed Secret %s/%s: its channel's URL and key are in a newer Secret", namespace, name)
     return stale
 
 
@@ -196,6 +221,8 @@ async def publish_routes(rt: Runtime, inst: Installation) -> None:
     for obj in routes:
         await publish_route(rt.kube, inst.engine, obj)
     await prune_api_secrets(rt.kube, inst.namespace, routes)
+    if inst.sync is not None and inst.sync.has_read(CHANNEL_TABLE):
+        await prune_channel_secrets(rt.kube, inst.engine, inst.namespace, routes)
 
 
 async def hold_channel_secrets(kube, engine, namespace: str) -> list[str]:

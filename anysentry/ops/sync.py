@@ -42,6 +42,10 @@ class BookSync:
             self._since[book.table_name] = max(since, newest)
         return changed
 
+    def has_read(self, table_name: str) -> bool:
+        """Whether the book of `table_name` took in the store's rows at least once."""
+        return table_name in self._since
+
 
 async def write_book(store, book: Book, changed: dict[str, dict], deleted: list[str]) -> None:
     """A book's drained changes into its state table (raises as the store does), then `book.stored`."""

@@ -125,3 +125,67 @@ async def test_rest_channel_values_go_to_a_secret_and_the_operator_delivers(
     assert token not in dump and key not in dump
     admin.close()
     as_api.close()
+
+
+async def test_a_channel_secret_that_new_values_superseded_is_removed_once_past_the_grace(
+        k8s, k8s_namespace, store, store_settings, tmp_path, monkeypatch):
+    """A new URL and key for a REST channel go into a new Secret; the operator deletes the old one once
+    nothing references it, but never before its channel book holds the store's channels."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from anysentry.api.app import ApiSettings, build_app
+    from anysentry.api.services import Services
+    from anysentry.operator import handlers_notification, mirror, render_rbac
+    from anysentry.operator.kube import Kube
+    from anysentry.operator.loops import Installation, Runtime, build_engine, cycle
+    from anysentry.ops.sync import BookSync
+
+    ns = k8s_namespace
+    apply_crds(k8s)
+    admin = Kube.from_environment(str(k8s.kubeconfig))
+    for manifest in render_rbac.api_rbac(installation(ns), None):
+        admin.apply(manifest)
+    as_api = acting_as(k8s, f'system:serviceaccount:{ns}:sentry-api')
+    services = Services(store_settings=store_settings, operations='operator')
+    mirror.attach(services, namespace=ns, kube=as_api)
+    client = TestClient(TestServer(build_app(services, ApiSettings(data_dir=tmp_path / 'data'))))
+    await client.start_server()
+
+    async def call(method: str, path: str, body: dict, expect: int = 200) -> dict:
+        resp = await client.request(method, '/security-center' + path, json=body)
+        assert resp.status == expect, await resp.text()
+        return (await resp.json())['data']
+
+    def secret_of(cid: str) -> str:
+        return services.ops.notifications.channel(cid)['secretRef']['webhookUrl']['name']
+
+    try:
+        cid = (await call('POST', '/notifications/channels',
+                          {'name': 'Pager', 'webhookUrl': 'http://127.0.0.1:9/old', 'signingKey': 'old-key'}, 201))['channelId']
+        first = secret_of(cid)
+        await call('PUT', f'/notifications/channels/{cid}', {'webhookUrl': 'http://127.0.0.1:9/new', 'signingKey': 'new-key'})
+        second = secret_of(cid)
+        assert second != first and admin.get('Secret', ns, first) is not None
+        await services.flush_state()
+    finally:
+        await client.close()
+
+    rt = Runtime(admin)
+    rt.publishers = [handlers_notification.publish_routes]
+    operator = Installation(ns, engine=build_engine(store), store=store)
+    operator.sync = BookSync(store, operator.engine.books)
+    await cycle(rt, operator)  # the default grace: both Secrets are a moment old
+    assert admin.get('Secret', ns, first) is not None
+
+    monkeypatch.setattr(handlers_notification, 'SECRET_GRACE_SECS', 0.0)
+    unread = Installation(ns, engine=build_engine(store), store=store)
+    unread.sync = BookSync(store, unread.engine.books)
+    await handlers_notification.publish_routes(rt, unread)  # its book has not read the store: nothing goes
+    assert admin.get('Secret', ns, first) is not None
+
+    await cycle(rt, operator)
+    assert admin.get('Secret', ns, first) is None
+    kept = admin.get('Secret', ns, second)
+    assert base64.b64decode(kept['data']['webhookUrl']).decode() == 'http://127.0.0.1:9/new'
+    admin.close()
+    as_api.close()

@@ -17,7 +17,7 @@ from test_operator_render import installation, k8s_errors
 
 from anysentry.operator import mirror_routes as mr
 from anysentry.operator import render
-from anysentry.operator.handlers_notification import unreferenced_secrets
+from anysentry.operator.handlers_notification import route_secret_names, unreferenced_secrets
 from anysentry.operator.loops import build_engine
 from anysentry.ops.standalone import apply_route
 
@@ -178,8 +178,8 @@ def test_only_unreferenced_api_secrets_past_the_grace_are_removed():
                                             "hmacKeySecretRef": {"name": "b-webhook-2", "key": "k"}}]})]
     secrets = [secret("a-webhook-1", 600), secret("b-webhook-2", 600), secret("a-webhook-old", 600),
                secret("a-webhook-new", 5)]
-    assert unreferenced_secrets(secrets, routes, now, grace=60) == ["a-webhook-old"]
-    assert unreferenced_secrets(secrets, routes, now, grace=0) == ["a-webhook-old", "a-webhook-new"]
+    assert unreferenced_secrets(secrets, route_secret_names(routes), now, grace=60) == ["a-webhook-old"]
+    assert unreferenced_secrets(secrets, route_secret_names(routes), now, grace=0) == ["a-webhook-old", "a-webhook-new"]
 
 
 # ---- RBAC ----------------------------------------------------------------------------------------------
