@@ -206,7 +206,7 @@ async def refresh_from_store(inst: Installation, *, overlap_ms: int | None = Non
     try:
         for table in ("sources", "collector_heartbeats"):
             since = inst.counters_since.get(table, 0)
-            rows, newest = await StateTable(store, table).achanged_since(max(0, since - overlap) if since else 0)
+            rows, newest = await StateTable(store, table).achanged_since(max(0, since - overlap))
             records = [record for _, deleted, record in rows if not deleted]
             if table == "sources":
                 _take_source_counters(engine, records)
