@@ -179,6 +179,15 @@ def unreferenced_secrets(secrets: list[dict], referenced: set[str], now: datetim
     return stale
 
 
+async def _delete_unreferenced(kube, namespace: str, secrets: list[dict], referenced: set[str], grace: float,
+                               why: str) -> list[str]:
+    stale = unreferenced_secrets(secrets, referenced, now_utc(), grace)
+    for name in stale:
+        await kube.delete("Secret", namespace, name)
+        log.info("removed Secret %s/%s: %s", namespace, name, why)
+    return stale
+
+
 async def prune_api_secrets(kube, namespace: str, routes: list[dict] | None = None) -> list[str]:
     """Delete the api's receiver Secrets nothing references any more; returns their names."""
     secrets = await kube.list("Secret", namespace, label_selector=API_SECRETS)
@@ -186,11 +195,8 @@ async def prune_api_secrets(kube, namespace: str, routes: list[dict] | None = No
         return []
     if routes is None:
         routes = await kube.list("NotificationRoute", namespace)
-    stale = unreferenced_secrets(secrets, route_secret_names(routes), now_utc())
-    for name in stale:
-        await kube.delete("Secret", namespace, name)
-        log.info("removed Secret %s/%s: no NotificationRoute references it any more", namespace, name)
-    return stale
+    return await _delete_unreferenced(kube, namespace, secrets, route_secret_names(routes), SECRET_GRACE_SECS,
+                                      "no NotificationRoute references it any more")
 
 
 async def prune_channel_secrets(kube, engine, namespace: str, routes: list[dict] | None = None, *,
@@ -208,11 +214,9 @@ async def prune_channel_secrets(kube, engine, namespace: str, routes: list[dict]
         routes = await kube.list("NotificationRoute", namespace)
     referenced = route_secret_names(routes) | {ref["name"] for channel in list(notifier.channels.values())
                                                 for ref in kube_secret_refs(channel).values()}
-    stale = unreferenced_secrets(secrets, referenced, now_utc(), SECRET_GRACE_SECS if grace is None else grace)
-    for name in stale:
-        await kube.delete("Secret", namespace, name)
-        log.info("removed Secret %s/%s: its channel's URL and key are in a newer Secret", namespace, name)
-    return stale
+    return await _delete_unreferenced(kube, namespace, secrets, referenced,
+                                      SECRET_GRACE_SECS if grace is None else grace,
+                                      "its channel's URL and key are in a newer Secret")
 
 
 @register_publisher

@@ -17,6 +17,7 @@ Wiring:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -188,6 +189,11 @@ def alert_item(record: dict) -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=4 * MAX_ALERTS)  # incident and agent alerts are refreshed with every event of theirs
+def alert_id_for(dedupe_key: str) -> str:
+    return hash_id("alt", [dedupe_key])
+
+
 def reason_key(reason: str) -> str:
     reason = (reason or "rejected").strip().lower()
     return re.sub(r"[^a-z0-9]+", "-", reason).strip("-")[:80] or "rejected"
@@ -205,24 +211,13 @@ class AlertBook(Book):
         self.engine = engine
         self.settings = settings or AlertSettings.from_env(engine)
         self._opened_sent: dict[str, int] = {}  # alertId → last `opened` notification (survives eviction)
-        self._ids: dict[str, str] = {}  # dedupeKey → alertId
 
     # ---- reads -------------------------------------------------------------------------------
     def active(self) -> list[dict]:
         return [r for r in self.records.values() if r.get("status") in ACTIVE]
 
     def by_dedupe_key(self, dedupe_key: str) -> dict | None:
-        return self.records.get(self.alert_id(dedupe_key))
-
-    def alert_id(self, dedupe_key: str) -> str:
-        """`hashId("alt", [dedupeKey])`, kept for the keys in use: incident and agent alerts are
-        refreshed with every event of theirs."""
-        alert_id = self._ids.get(dedupe_key)
-        if alert_id is None:
-            if len(self._ids) >= 4 * MAX_ALERTS:
-                self._ids.clear()
-            alert_id = self._ids[dedupe_key] = hash_id("alt", [dedupe_key])
-        return alert_id
+        return self.records.get(alert_id_for(dedupe_key))
 
     def rules(self) -> list[dict]:
         return rules(self.settings)
@@ -250,7 +245,7 @@ class AlertBook(Book):
             return None
         now = now or now_ms()
         ctx = clean_context(context)
-        alert_id = self.alert_id(dedupe_key)
+        alert_id = alert_id_for(dedupe_key)
         record = self.records.get(alert_id)
         window = self._suppressing_window({**ctx, "dedupeKey": dedupe_key, "alertId": alert_id}, kind, now)
         if window is not None:
