@@ -64,7 +64,7 @@ class AgentEvent:
 
     def __reduce__(self) -> tuple:
         """Pickled as its field values in order (an event a worker process hands the service):
-        the dataclass default (a state dict set field by field in Python) costs ~4× more."""
+        the dataclass default (its state set field by field in Python) costs about twice as much."""
         return AgentEvent, event_values(self)
 
     @classmethod
