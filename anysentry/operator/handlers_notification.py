@@ -32,7 +32,7 @@ import kopf
 from anysentry.operator import events
 from anysentry.ops.standalone import REF_FIELDS, apply_route, channel_id, forget_channels, route_id, secret_refs
 from anysentry.ops.objectives import API_MANAGER, MANAGED_BY
-from anysentry.ops.notification_secrets import QUEUED, from_secret, kube_secret_refs, restore_values
+from anysentry.ops.notification_secrets import QUEUED, ChannelBook, from_secret, kube_secret_refs, restore_values
 from anysentry.operator.kube import plain
 from anysentry.operator.loops import Installation, Runtime, register_publisher, runtime
 from anysentry.operator.mirror_routes import CHANNEL_LABEL, ROUTE_LABEL
@@ -55,7 +55,6 @@ def _grace_secs(default: float = 60.0) -> float:
 SECRET_GRACE_SECS = _grace_secs()
 API_SECRETS = f"{MANAGED_BY}={API_MANAGER},{ROUTE_LABEL}"
 CHANNEL_SECRETS = f"{MANAGED_BY}={API_MANAGER},{CHANNEL_LABEL}"  # REST channels' own Secrets
-CHANNEL_TABLE = "notification_channels"
 
 
 def secret_value(secret: dict | None, key: str) -> str | None:
@@ -225,7 +224,7 @@ async def publish_routes(rt: Runtime, inst: Installation) -> None:
     for obj in routes:
         await publish_route(rt.kube, inst.engine, obj)
     await prune_api_secrets(rt.kube, inst.namespace, routes)
-    if inst.sync is not None and inst.sync.has_read(CHANNEL_TABLE):
+    if inst.sync is not None and inst.sync.has_read(ChannelBook.table_name):
         await prune_channel_secrets(rt.kube, inst.engine, inst.namespace, routes)
 
 
