@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 ROOT = Path(__file__).parent
 NORMALISER = ("observer", "redact", "ids", "kinds", "timefmt")  # anysentry/events/<name>.py, compiled together
@@ -36,4 +36,12 @@ def extensions() -> list:
     return exts
 
 
-setup(ext_modules=extensions())
+def sha1_extension() -> list:
+    """OpenSSL's SHA-1 for event ids (`anysentry/events/_sha1.c`); optional like the rest: without
+    OpenSSL's headers the ids are computed by hashlib, the same digits."""
+    if os.environ.get("ANYSENTRY_PURE_PYTHON"):
+        return []
+    return [Extension("anysentry.events._sha1", ["anysentry/events/_sha1.c"], libraries=["crypto"], optional=True)]
+
+
+setup(ext_modules=extensions() + sha1_extension())

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
+
+try:  # OpenSSL's SHA-1 without hashlib's per-call overhead (setup.py builds it when it can)
+    from anysentry.events._sha1 import sha1_hex as _native_sha1_hex
+except ImportError:
+    _native_sha1_hex = None
+_NATIVE: Any = _native_sha1_hex
 
 
 def part_text(p: object) -> str:
@@ -20,6 +27,8 @@ def part_text(p: object) -> str:
 
 def sha1_hex(text: str, length: int = 16) -> str:
     """The first `length` hex chars of sha1 over `text` (UTF-8, lone surrogates passed through)."""
+    if _NATIVE is not None:
+        return _NATIVE(text, length)  # type: ignore[no-any-return]
     return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:length]
 
 
