@@ -10,8 +10,8 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 \
 
 .PHONY: install test run bench crds k8s clean
 
-# setup.py compiles the normaliser modules (mypyc) and the SHA-1 binding: a change to them reinstalls
-NORMALISER := $(addprefix anysentry/events/,observer.py redact.py ids.py kinds.py timefmt.py _sha1.c)
+# setup.py compiles the normaliser modules (mypyc) and its C paths: a change to them reinstalls
+NORMALISER := $(addprefix anysentry/events/,observer.py redact.py ids.py kinds.py timefmt.py _sha1.c _scan.c)
 $(VENV)/.installed: pyproject.toml setup.py $(NORMALISER)
 	@test -n "$(PYTHON)" || { echo "no Python >= 3.11 found"; exit 1; }
 	@echo "using $(PYTHON) ($$($(PYTHON) --version))"

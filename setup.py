@@ -36,12 +36,14 @@ def extensions() -> list:
     return exts
 
 
-def sha1_extension() -> list:
-    """OpenSSL's SHA-1 for event ids (`anysentry/events/_sha1.c`); optional like the rest: without
-    OpenSSL's headers the ids are computed by hashlib, the same digits."""
+def c_extensions() -> list:
+    """Two hot paths of the normaliser in C, optional like the rest (the Python code they replace
+    gives the same results): OpenSSL's SHA-1 for event ids (`events/_sha1.c`; hashlib without
+    OpenSSL's headers) and the marker scan of a line (`events/_scan.c`)."""
     if os.environ.get("ANYSENTRY_PURE_PYTHON"):
         return []
-    return [Extension("anysentry.events._sha1", ["anysentry/events/_sha1.c"], libraries=["crypto"], optional=True)]
+    return [Extension("anysentry.events._sha1", ["anysentry/events/_sha1.c"], libraries=["crypto"], optional=True),
+            Extension("anysentry.events._scan", ["anysentry/events/_scan.c"], optional=True)]
 
 
-setup(ext_modules=extensions() + sha1_extension())
+setup(ext_modules=extensions() + c_extensions())

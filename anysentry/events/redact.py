@@ -8,9 +8,15 @@ from __future__ import annotations
 import math
 import re
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
 
 import orjson
+
+try:  # the marker scan in one pass over ASCII text (setup.py builds it when it finds a C compiler)
+    from anysentry.events._scan import find_marker as _native_find_marker
+except ImportError:
+    _native_find_marker = None
+_FIND_MARKER: Any = _native_find_marker
 
 REDACTED: Final = "[redacted]"
 
@@ -48,16 +54,18 @@ def _marked(lowered: str) -> bool:
 
 def has_marker(text: str) -> bool:
     """Whether `text` holds a §5.1 marker word; `redact_text` returns text without one unchanged."""
+    if _FIND_MARKER is not None:
+        found = _FIND_MARKER(text, _MARKERS)
+        if found is not None:  # None: not ASCII, lowered by Python below
+            return bool(found)
     return _marked(text.lower())
 
 
 def redact_text(text: str) -> str:
     """Apply the three value substitutions of §5.1 in order; cheap when nothing can match."""
-    if not text:
+    if not text or not has_marker(text):
         return text
     lowered = text.lower()
-    if not _marked(lowered):
-        return text
     if not text.isascii():  # (?i) also folds ſ, ı, İ and the Kelvin sign onto ASCII letters: plain scan
         text = _BEARER.sub(r"\1" + REDACTED, text)
         text = _ASSIGNMENT.sub(r"\1" + REDACTED, text)
