@@ -6,10 +6,14 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
+from pathlib import Path
 
 import pytest
 
+import anysentry
 from anysentry.events import ids
+
+IDS_SOURCE = Path(anysentry.__file__).resolve().parent / "events" / "ids.py"
 
 NATIVE = importlib.util.find_spec("anysentry.events._sha1") is not None
 TEXTS = ["", "abc", "evt\0src-1\0e-1\0", "x" * 300, "é€😀 ünïcode", "a\udc80b\ud800", "\0" * 64, "y" * 55, "z" * 64]
@@ -54,7 +58,7 @@ def test_ids_are_sha1_over_nul_joined_parts():
 
 def test_without_the_binding_ids_come_from_hashlib():
     """The source module with the binding unavailable (an install without OpenSSL's headers)."""
-    spec = importlib.util.spec_from_file_location("ids_without_binding", ids.__file__.rsplit("/", 1)[0] + "/ids.py")
+    spec = importlib.util.spec_from_file_location("ids_without_binding", IDS_SOURCE)
     module = importlib.util.module_from_spec(spec)
     blocked = sys.modules.get("anysentry.events._sha1")
     sys.modules["anysentry.events._sha1"] = None  # an import of it raises ImportError
