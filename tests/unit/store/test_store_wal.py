@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import zlib
 
+import orjson
 import pytest
 from store_helpers import make_events
 
@@ -224,3 +226,21 @@ def test_a_failed_flush_fails_the_whole_group_and_leaves_no_trace(tmp_path, monk
     reopened = WriteAheadLog(tmp_path, max_bytes=1 << 20)
     assert [b.events for b in reopened.pending()] == [kept, after]
     reopened.close()
+
+
+def test_a_log_written_with_zlibs_checksum_is_read_back(tmp_path):
+    """The record checksum is zlib's CRC-32 over the count and the payload, whichever library
+    computes it: a log an earlier release wrote (with zlib) replays after an upgrade."""
+    events = make_events(3)
+    payload = orjson.dumps(events)
+    checksum = zlib.crc32(payload, zlib.crc32((3).to_bytes(4, "little")))
+    directory = tmp_path / "wal"
+    with WriteAheadLog(directory, max_bytes=1 << 20) as wal:
+        wal.append(events)
+    segment = next(directory.glob("wal-*.log"))
+    length, count, stored = HEADER.unpack_from(segment.read_bytes())
+    assert (length, count, stored) == (len(payload), 3, checksum)
+
+    segment.write_bytes(HEADER.pack(len(payload), 3, checksum) + payload)  # as zlib wrote it
+    with WriteAheadLog(directory, max_bytes=1 << 20) as reopened:
+        assert _ids(reopened.pending()) == [e.eventId for e in events]
