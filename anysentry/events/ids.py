@@ -9,7 +9,7 @@ try:  # OpenSSL's SHA-1 without hashlib's per-call overhead (setup.py builds it 
     from anysentry.events._sha1 import sha1_hex as _native_sha1_hex
 except ImportError:
     _native_sha1_hex = None
-_NATIVE: Any = _native_sha1_hex
+_NATIVE: Any = _native_sha1_hex  # one name for both outcomes (mypyc refuses an import over a None)
 
 
 def part_text(p: object) -> str:

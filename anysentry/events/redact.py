@@ -16,7 +16,7 @@ try:  # the marker scan in one pass over ASCII text (setup.py builds it when it 
     from anysentry.events._scan import find_marker as _native_find_marker
 except ImportError:
     _native_find_marker = None
-_FIND_MARKER: Any = _native_find_marker
+_FIND_MARKER: Any = _native_find_marker  # one name for both outcomes (mypyc refuses an import over a None)
 
 REDACTED: Final = "[redacted]"
 

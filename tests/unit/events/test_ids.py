@@ -56,19 +56,12 @@ def test_ids_are_sha1_over_nul_joined_parts():
     assert ids.sha1_hex("a\udc80", 20) == hashlib_hex("a\udc80", 20)
 
 
-def test_without_the_binding_ids_come_from_hashlib():
+def test_without_the_binding_ids_come_from_hashlib(monkeypatch):
     """The source module with the binding unavailable (an install without OpenSSL's headers)."""
     spec = importlib.util.spec_from_file_location("ids_without_binding", IDS_SOURCE)
     module = importlib.util.module_from_spec(spec)
-    blocked = sys.modules.get("anysentry.events._sha1")
-    sys.modules["anysentry.events._sha1"] = None  # an import of it raises ImportError
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        if blocked is None:
-            del sys.modules["anysentry.events._sha1"]
-        else:
-            sys.modules["anysentry.events._sha1"] = blocked
+    monkeypatch.setitem(sys.modules, "anysentry.events._sha1", None)  # an import of it raises ImportError
+    spec.loader.exec_module(module)
     assert module._NATIVE is None
     for text in TEXTS:
         assert module.sha1_hex(text) == hashlib_hex(text, 16)
